@@ -1,0 +1,220 @@
+/* fetch/: everything that talks to a registry.
+ *
+ * The data flow a caller follows:
+ *   mlfs_ref_parse()            "golang" -> docker.io/library/golang:latest
+ *   mlfs_registry_new()         one client per registry host (HTTP + auth)
+ *   mlfs_registry_get_manifest() index / list / manifest bytes, digest-checked
+ *   mlfs_index_parse() + mlfs_platform_select()   pick one platform
+ *   mlfs_manifest_parse(), mlfs_config_parse()    layers, diff_ids, config
+ *   mlfs_blob_fetch()           blob into the content-addressed cache
+ *
+ * Everything returns 0 or -errno; user-facing failures also fill a
+ * struct mlfs_err with a one-line message. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/digest.h"
+#include "common/err.h"
+
+/* ---- references (ref.c) ------------------------------------------------ */
+
+/* A parsed, normalised image reference.  All strings owned by the struct. */
+struct mlfs_ref {
+	char *domain;     /* "docker.io", "127.0.0.1:5000", "ghcr.io" */
+	char *path;       /* "library/golang", "ns/repo" */
+	char *tag;        /* "latest" when neither tag nor digest was given; NULL if digest only */
+	char *digest;     /* "sha256:..." or NULL; wins over tag when both present */
+};
+
+int mlfs_ref_parse(const char *s, struct mlfs_ref *out, struct mlfs_err *err);
+void mlfs_ref_clear(struct mlfs_ref *ref);
+/* "docker.io/library/golang:latest", "host/x@sha256:..", "host/x:tag@sha256:..". Malloc'd. */
+char *mlfs_ref_canonical(const struct mlfs_ref *ref);
+/* The host to talk HTTP to: "registry-1.docker.io" for docker.io, else domain. */
+const char *mlfs_ref_api_host(const struct mlfs_ref *ref);
+/* What to put in /v2/<path>/manifests/<reference>: digest if any, else tag. */
+const char *mlfs_ref_reference(const struct mlfs_ref *ref);
+
+/* ---- platforms (platform.c) -------------------------------------------- */
+
+struct mlfs_platform {
+	char os[32];
+	char arch[32];
+	char variant[16];   /* "" when none (after normalisation: amd64 v1, arm64 v8) */
+	char os_version[64];  /* Windows only; kept for display */
+};
+
+/* "linux/arm64", "linux/arm/v7", "arm64" (os defaults to linux); normalised. */
+int mlfs_platform_parse(const char *s, struct mlfs_platform *out, struct mlfs_err *err);
+/* In place: x86_64 -> amd64, aarch64 -> arm64, arm64/v8 -> arm64, arm -> arm/v7, ... */
+void mlfs_platform_normalize(struct mlfs_platform *p);
+/* Pure: host platform from uname's machine and /proc/cpuinfo's text (may be NULL). */
+int mlfs_platform_from_machine(const char *machine, const char *cpuinfo, struct mlfs_platform *out);
+/* The running host (uname + /proc/cpuinfo). */
+int mlfs_platform_host(struct mlfs_platform *out);
+/* Rank of `have` for a host wanting `want`: 0 = exact, 1.. = fallbacks (lower
+ * is better), -1 = does not run there.  Both must be normalised. */
+int mlfs_platform_rank(const struct mlfs_platform *want, const struct mlfs_platform *have);
+/* "linux/arm/v7" into buf (always NUL-terminated). */
+void mlfs_platform_format(const struct mlfs_platform *p, char *buf, size_t len);
+
+/* ---- manifests, indexes, configs (manifest.c, config.c) ---------------- */
+
+enum mlfs_media {
+	MLFS_MEDIA_UNKNOWN = 0,
+	MLFS_MEDIA_OCI_INDEX,          /* application/vnd.oci.image.index.v1+json */
+	MLFS_MEDIA_DOCKER_LIST,        /* application/vnd.docker.distribution.manifest.list.v2+json */
+	MLFS_MEDIA_OCI_MANIFEST,       /* application/vnd.oci.image.manifest.v1+json */
+	MLFS_MEDIA_DOCKER_MANIFEST,    /* application/vnd.docker.distribution.manifest.v2+json */
+	MLFS_MEDIA_DOCKER_SCHEMA1,     /* ...manifest.v1+json / v1+prettyjws: refused */
+	MLFS_MEDIA_OCI_CONFIG,         /* application/vnd.oci.image.config.v1+json */
+	MLFS_MEDIA_DOCKER_CONFIG,      /* application/vnd.docker.container.image.v1+json */
+	MLFS_MEDIA_LAYER_TAR,          /* OCI tar, and Docker/OCI foreign/nondistributable tar */
+	MLFS_MEDIA_LAYER_GZIP,         /* OCI tar+gzip, Docker rootfs.diff.tar.gzip (+foreign) */
+	MLFS_MEDIA_LAYER_ZSTD,         /* OCI tar+zstd (+nondistributable) */
+};
+
+/* Content-Type (parameters such as "; charset=utf-8" ignored) -> media. */
+enum mlfs_media mlfs_media_from_string(const char *media_type);
+bool mlfs_media_is_index(enum mlfs_media m);
+bool mlfs_media_is_manifest(enum mlfs_media m);
+bool mlfs_media_is_layer(enum mlfs_media m);
+/* The Accept header value listing the four manifest types we speak. */
+const char *mlfs_media_accept(void);
+
+#define MLFS_MANIFEST_MAX (4u << 20) /* refuse manifests and configs larger than 4 MiB */
+
+struct mlfs_descriptor {
+	char *media_type;
+	enum mlfs_media media;
+	char digest[MLFS_DIGEST_MAX];
+	int64_t size;
+	bool has_platform;
+	struct mlfs_platform platform;
+	char **urls;        /* foreign layers; NULL-terminated, may be NULL */
+};
+
+struct mlfs_index {
+	enum mlfs_media media;
+	size_t n_manifests;
+	struct mlfs_descriptor *manifests;
+};
+
+struct mlfs_manifest {
+	enum mlfs_media media;
+	struct mlfs_descriptor config;
+	size_t n_layers;
+	struct mlfs_descriptor *layers;
+};
+
+struct mlfs_config {
+	struct mlfs_platform platform;
+	char **entrypoint;  /* NULL-terminated lists; NULL when absent */
+	char **cmd;
+	char **env;
+	char *working_dir;
+	char *user;
+	size_t n_diff_ids;
+	char (*diff_ids)[MLFS_DIGEST_MAX];
+};
+
+/* `media` is what the Content-Type said; the body's own mediaType, when
+ * present, must agree.  Untrusted input: every field is type-checked. */
+int mlfs_index_parse(const void *buf, size_t len, enum mlfs_media media,
+		     struct mlfs_index **out, struct mlfs_err *err);
+void mlfs_index_free(struct mlfs_index *idx);
+int mlfs_manifest_parse(const void *buf, size_t len, enum mlfs_media media,
+			struct mlfs_manifest **out, struct mlfs_err *err);
+void mlfs_manifest_free(struct mlfs_manifest *m);
+int mlfs_config_parse(const void *buf, size_t len, struct mlfs_config **out, struct mlfs_err *err);
+void mlfs_config_free(struct mlfs_config *c);
+
+/* Picks the best manifest of idx for `want` (containerd's ranking; ties keep
+ * index order).  No match: -ENOENT and err lists the platforms available. */
+int mlfs_platform_select(const struct mlfs_index *idx, const struct mlfs_platform *want,
+			 size_t *chosen, struct mlfs_err *err);
+
+/* ---- auth (auth.c, creds.c) -------------------------------------------- */
+
+/* One parsed WWW-Authenticate challenge. */
+struct mlfs_challenge {
+	char scheme[16];  /* "bearer" / "basic", lower-cased */
+	char *realm;
+	char *service;
+	char *scope;
+	char *error;      /* e.g. "insufficient_scope", or NULL */
+};
+
+/* Parses the first challenge of a WWW-Authenticate value (RFC 7235 auth-params,
+ * quoted strings with backslash escapes).  -EINVAL when malformed. */
+int mlfs_challenge_parse(const char *header, struct mlfs_challenge *out);
+void mlfs_challenge_clear(struct mlfs_challenge *c);
+
+struct mlfs_creds {
+	char *username;       /* NULL with an identity token */
+	char *secret;         /* password, or the identity token */
+	bool identity_token;  /* Username "<token>" from a helper, or "identitytoken" */
+};
+
+/* Looks up credentials for a registry domain ("docker.io", "host:5000") in,
+ * first match wins: $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json,
+ * $DOCKER_CONFIG/config.json or ~/.docker/config.json (credHelpers, credsStore,
+ * auths).  None found: 0 with *out zeroed.  Malformed files: -EINVAL + err. */
+int mlfs_creds_lookup(const char *domain, struct mlfs_creds *out, struct mlfs_err *err);
+void mlfs_creds_clear(struct mlfs_creds *c);
+
+/* ---- the registry client (http.c, registry.c) --------------------------- */
+
+struct mlfs_registry_opts {
+	bool insecure;             /* allow plain HTTP / unverified TLS for this registry */
+	long connect_timeout_s;    /* 0: default 15 */
+	long low_speed_time_s;     /* 0: default 30 (below 1 KiB/s that long = failure) */
+	int max_retries;           /* 0: default 4 */
+	const char *certs_dirs;    /* ':'-separated; NULL: /etc/docker/certs.d:/etc/containers/certs.d */
+};
+
+struct mlfs_registry;
+
+int mlfs_registry_new(const struct mlfs_ref *ref, const struct mlfs_registry_opts *opts,
+		      struct mlfs_registry **out, struct mlfs_err *err);
+void mlfs_registry_free(struct mlfs_registry *reg);
+
+struct mlfs_fetched {
+	void *body;
+	size_t len;
+	enum mlfs_media media;                 /* from Content-Type */
+	char digest[MLFS_DIGEST_MAX];          /* sha256 of body, verified against what was asked */
+};
+void mlfs_fetched_clear(struct mlfs_fetched *f);
+
+/* GET /v2/<path>/manifests/<reference>; reference is a tag or a digest.
+ * When it is a digest, the body must hash to it (-EBADMSG otherwise).
+ * 404 -> -ENOENT, 401/403 -> -EACCES, > MLFS_MANIFEST_MAX -> -EFBIG,
+ * schema1 -> -EPROTONOSUPPORT. */
+int mlfs_registry_get_manifest(struct mlfs_registry *reg, const char *path, const char *reference,
+			       struct mlfs_fetched *out, struct mlfs_err *err);
+
+/* GET a small blob (config) into memory, verified, capped at MLFS_MANIFEST_MAX. */
+int mlfs_registry_get_small_blob(struct mlfs_registry *reg, const char *path,
+				 const struct mlfs_descriptor *desc, struct mlfs_fetched *out,
+				 struct mlfs_err *err);
+
+/* Streams a blob from `offset`, calling sink for each chunk.  A sink returning
+ * non-zero aborts with that value.  No digest check here (see mlfs_blob_fetch). */
+typedef int (*mlfs_sink_fn)(void *priv, const void *buf, size_t len);
+int mlfs_registry_get_blob(struct mlfs_registry *reg, const char *path, const char *digest,
+			   off_t offset, mlfs_sink_fn sink, void *priv, struct mlfs_err *err);
+
+/* ---- the blob cache (blob.c, cachedir.c) -------------------------------- */
+
+/* -o cache= / $MLFS_CACHE / $XDG_CACHE_HOME/mlfs / /var/cache/mlfs (root) / ~/.cache/mlfs. Malloc'd. */
+char *mlfs_cache_dir_default(const char *option);
+
+/* Ensures <cache>/blobs/sha256/<hex> holds the verified blob and returns its
+ * path (malloc'd).  A verified blob already there is reused; a partial
+ * download resumes with Range; a mismatch leaves nothing behind (-EBADMSG). */
+int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+		    const char *cache_dir, char **blob_path, struct mlfs_err *err);
