@@ -218,3 +218,34 @@ char *mlfs_cache_dir_default(const char *option);
  * download resumes with Range; a mismatch leaves nothing behind (-EBADMSG). */
 int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
 		    const char *cache_dir, char **blob_path, struct mlfs_err *err);
+
+/* ---- one resolved image (image.c) -------------------------------------- */
+
+/* Everything from a reference string down to one platform's manifest and
+ * config, fetched and verified: what `inspect`, `pull`, `export` and the
+ * mount all start from.  No layer byte is fetched by mlfs_image_open(). */
+struct mlfs_image_opts {
+	const char *platform;   /* "linux/arm64"; NULL: the host's */
+	const char *cache_dir;  /* NULL: mlfs_cache_dir_default(NULL) */
+	bool insecure;          /* plain HTTP / unverified TLS allowed for this registry */
+};
+
+struct mlfs_image {
+	struct mlfs_ref ref;
+	char *canonical;                       /* mlfs_ref_canonical(&ref) */
+	struct mlfs_registry *reg;
+	char *cache_dir;
+	struct mlfs_index *index;              /* NULL when the reference named a manifest */
+	char index_digest[MLFS_DIGEST_MAX];    /* "" without an index */
+	size_t chosen;                         /* index->manifests[chosen] when index */
+	struct mlfs_platform want;             /* the platform asked for (or the host's) */
+	struct mlfs_manifest *manifest;
+	char manifest_digest[MLFS_DIGEST_MAX];
+	struct mlfs_config *config;
+};
+
+int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,
+		    struct mlfs_image **out, struct mlfs_err *err);
+void mlfs_image_free(struct mlfs_image *img);
+/* Fetches (or finds cached) layer i's compressed blob; path malloc'd. */
+int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err);
