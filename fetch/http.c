@@ -1,1 +1,546 @@
-#include "fetch/fetch.h"
+/* The one libcurl layer of the program.
+ *
+ * Why redirects are followed by hand: registries send blob GETs to object
+ * storage on another host, and an Authorization header sent there both
+ * leaks the registry token and breaks the request (S3 refuses two auth
+ * mechanisms).  Following each hop here makes the rule explicit: the
+ * header goes only to the origin (scheme, host, port) of the first URL.
+ *
+ * Why retries resume: a blob streamed into a sink has already handed its
+ * first bytes on when the connection drops, so a retry asks for the rest
+ * with Range and, if the server ignores Range and answers 200, skips what
+ * the sink already has.  The sink sees one continuous stream. */
+#include "fetch/internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <curl/curl.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+
+#define ERROR_BODY_MAX (64u << 10)
+#define MAX_REDIRECTS 10
+#define RETRY_AFTER_CAP_S 60
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+struct mlfs_http {
+	struct mlfs_http_opts opts;
+	char *ca_blob;        /* system bundle + extra CAs, when extra CAs were given */
+	size_t ca_blob_len;
+	pthread_mutex_t lock; /* protects pool */
+	CURL *pool[8];
+	size_t n_pool;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static int read_file_append(const char *path, char **buf, size_t *len)
+{
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	char chunk[16384];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+		char *nb = realloc(*buf, *len + n + 2);
+		if (!nb)
+			return -ENOMEM;
+		*buf = nb;
+		memcpy(*buf + *len, chunk, n);
+		*len += n;
+	}
+	(*buf)[(*len)++] = '\n';
+	(*buf)[*len] = '\0';
+	return 0;
+}
+
+int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out)
+{
+	pthread_once(&curl_once, curl_init_once);
+	struct mlfs_http *h = calloc(1, sizeof *h);
+	if (!h)
+		return -ENOMEM;
+	h->opts = *opts;
+	h->opts.ca_pem = NULL;
+	if (!h->opts.connect_timeout_s)
+		h->opts.connect_timeout_s = 15;
+	if (!h->opts.low_speed_time_s)
+		h->opts.low_speed_time_s = 30;
+	if (!h->opts.max_retries)
+		h->opts.max_retries = 4;
+	if (opts->client_cert)
+		h->opts.client_cert = strdup(opts->client_cert);
+	if (opts->client_key)
+		h->opts.client_key = strdup(opts->client_key);
+	/* CURLOPT_CAINFO_BLOB replaces the default bundle, so extra CAs ride on
+	 * top of the system's rather than instead of them. */
+	if (opts->ca_pem) {
+		(void)read_file_append(SYSTEM_CA_BUNDLE, &h->ca_blob, &h->ca_blob_len);
+		size_t n = strlen(opts->ca_pem);
+		char *nb = realloc(h->ca_blob, h->ca_blob_len + n + 1);
+		if (!nb) {
+			mlfs_http_free(h);
+			return -ENOMEM;
+		}
+		h->ca_blob = nb;
+		memcpy(h->ca_blob + h->ca_blob_len, opts->ca_pem, n + 1);
+		h->ca_blob_len += n;
+	}
+	pthread_mutex_init(&h->lock, NULL);
+	*out = h;
+	return 0;
+}
+
+void mlfs_http_free(struct mlfs_http *h)
+{
+	if (!h)
+		return;
+	for (size_t i = 0; i < h->n_pool; i++)
+		curl_easy_cleanup(h->pool[i]);
+	pthread_mutex_destroy(&h->lock);
+	free((char *)h->opts.client_cert);
+	free((char *)h->opts.client_key);
+	free(h->ca_blob);
+	free(h);
+}
+
+/* A handle belongs to one thread at a time; it keeps its connections
+ * between requests, which is where connection reuse comes from. */
+static CURL *handle_take(struct mlfs_http *h)
+{
+	CURL *c = NULL;
+	pthread_mutex_lock(&h->lock);
+	if (h->n_pool)
+		c = h->pool[--h->n_pool];
+	pthread_mutex_unlock(&h->lock);
+	if (c)
+		curl_easy_reset(c);
+	else
+		c = curl_easy_init();
+	return c;
+}
+
+static void handle_give(struct mlfs_http *h, CURL *c)
+{
+	pthread_mutex_lock(&h->lock);
+	if (h->n_pool < sizeof h->pool / sizeof h->pool[0]) {
+		h->pool[h->n_pool++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (c)
+		curl_easy_cleanup(c);
+}
+
+void mlfs_http_response_clear(struct mlfs_http_response *r)
+{
+	free(r->content_type);
+	free(r->www_authenticate);
+	free(r->docker_digest);
+	free(r->body);
+	memset(r, 0, sizeof *r);
+}
+
+/* State of one exchange (one hop of one attempt). */
+struct xfer {
+	const struct mlfs_http_request *req;
+	struct mlfs_http_response *resp;
+	CURL *curl;
+	char *location;
+	long retry_after_s;     /* -1: none */
+	off_t want_from;        /* absolute offset the sink expects next */
+	off_t skip;             /* bytes to drop (server ignored Range) */
+	bool status_known;
+	long status;
+	int sink_error;         /* what the sink returned, when it aborted */
+	bool too_big;
+};
+
+static char *header_value(const char *line, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+	if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+		return NULL;
+	const char *v = line + n + 1, *end = line + len;
+	while (v < end && isspace((unsigned char)*v))
+		v++;
+	while (end > v && isspace((unsigned char)end[-1]))
+		end--;
+	return strndup(v, (size_t)(end - v));
+}
+
+static void replace(char **slot, char *v)
+{
+	if (v) {
+		free(*slot);
+		*slot = v;
+	}
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *priv)
+{
+	struct xfer *x = priv;
+	size_t len = size * nitems;
+	if (len >= 5 && !strncmp(line, "HTTP/", 5)) {
+		/* A new response (after 100 Continue or a proxy CONNECT): forget the old one's headers. */
+		mlfs_http_response_clear(x->resp);
+		free(x->location);
+		x->location = NULL;
+		x->retry_after_s = -1;
+		return len;
+	}
+	replace(&x->resp->content_type, header_value(line, len, "Content-Type"));
+	replace(&x->resp->docker_digest, header_value(line, len, "Docker-Content-Digest"));
+	replace(&x->location, header_value(line, len, "Location"));
+	char *ra = header_value(line, len, "Retry-After");
+	if (ra) {
+		char *end;
+		long s = strtol(ra, &end, 10);
+		if (end != ra && *end == '\0' && s >= 0) {
+			x->retry_after_s = s;
+		} else {
+			time_t t = curl_getdate(ra, NULL);
+			if (t > 0)
+				x->retry_after_s = t > time(NULL) ? (long)(t - time(NULL)) : 0;
+		}
+		free(ra);
+	}
+	/* Keep the first challenge header only: registries send one. */
+	char *wa = header_value(line, len, "WWW-Authenticate");
+	if (wa && !x->resp->www_authenticate)
+		x->resp->www_authenticate = wa;
+	else
+		free(wa);
+	return len;
+}
+
+static int buffer_append(struct mlfs_http_response *r, const char *data, size_t n, size_t cap)
+{
+	if (r->body_len + n > cap)
+		return -EFBIG;
+	char *nb = realloc(r->body, r->body_len + n + 1);
+	if (!nb)
+		return -ENOMEM;
+	memcpy(nb + r->body_len, data, n);
+	r->body = nb;
+	r->body_len += n;
+	r->body[r->body_len] = '\0';
+	return 0;
+}
+
+static size_t on_data(char *data, size_t size, size_t nmemb, void *priv)
+{
+	struct xfer *x = priv;
+	size_t n = size * nmemb;
+	if (!x->status_known) {
+		curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->status);
+		x->status_known = true;
+		/* Asked for a range and got the whole body: skip what we have. */
+		if (x->status == 200 && x->want_from > 0)
+			x->skip = x->want_from;
+	}
+	if (x->status >= 300 || !x->req->sink) {
+		size_t cap = x->status >= 300 ? ERROR_BODY_MAX : x->req->max_body;
+		if (x->status >= 300 && x->resp->body_len + n > cap)
+			return n; /* the start of an error body is enough */
+		if (buffer_append(x->resp, data, n, cap) < 0) {
+			x->too_big = true;
+			return 0;
+		}
+		return n;
+	}
+	size_t off = 0;
+	if (x->skip > 0) {
+		off = (size_t)x->skip < n ? (size_t)x->skip : n;
+		x->skip -= (off_t)off;
+	}
+	if (off < n) {
+		int r = x->req->sink(x->req->priv, data + off, n - off);
+		if (r) {
+			x->sink_error = r;
+			return 0;
+		}
+		x->want_from += (off_t)(n - off);
+	}
+	return n;
+}
+
+/* "https", "host", "port" of a URL, for the same-origin rule. */
+static int url_origin(const char *url, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL;
+	int r = -EINVAL;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+		snprintf(buf, len, "%s://%s:%s", scheme, host, port);
+		r = 0;
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return r;
+}
+
+static char *url_resolve(const char *base, const char *location)
+{
+	CURLU *u = curl_url();
+	char *out = NULL;
+	if (u && curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+	    curl_url_set(u, CURLUPART_URL, location, 0) == CURLUE_OK) {
+		char *s = NULL;
+		if (curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK)
+			out = strdup(s);
+		curl_free(s);
+	}
+	curl_url_cleanup(u);
+	return out;
+}
+
+static void url_host(const char *url, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	char *host = NULL, *port = NULL;
+	snprintf(buf, len, "%s", url);
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK)
+			snprintf(buf, len, "%s:%s", host, port);
+		else
+			snprintf(buf, len, "%s", host);
+	}
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+}
+
+static bool retryable(CURLcode c)
+{
+	switch (c) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_GOT_NOTHING:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int transport_error(CURLcode c, long os_errno, const char *errbuf, const char *url, struct mlfs_err *err)
+{
+	char host[512];
+	url_host(url, host, sizeof host);
+	const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(c);
+	switch (c) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return mlfs_err_set(err, EHOSTUNREACH,
+				    "could not resolve host %s: check the registry name and your DNS", host);
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return mlfs_err_set(err, EHOSTUNREACH, "could not resolve the proxy for %s: check http_proxy/https_proxy", host);
+	case CURLE_COULDNT_CONNECT:
+		if (os_errno == ECONNREFUSED || strcasestr(detail, "refused"))
+			return mlfs_err_set(err, ECONNREFUSED,
+					    "could not connect to %s: connection refused: is the registry running on that port?", host);
+		return mlfs_err_set(err, ECONNREFUSED, "could not connect to %s: %s", host, detail);
+	case CURLE_OPERATION_TIMEDOUT:
+		return mlfs_err_set(err, ETIMEDOUT, "timed out talking to %s: %s", host, detail);
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_ISSUER_ERROR:
+		return mlfs_err_set(err, ECONNABORTED,
+				    "TLS connection to %s failed (%s): trust its CA in /etc/docker/certs.d/%s/ca.crt, "
+				    "or use --insecure if you trust the network", host, detail, host);
+	default:
+		return mlfs_err_set(err, EIO, "request to %s failed: %s", host, detail);
+	}
+}
+
+static void backoff_sleep(int attempt, long retry_after_s)
+{
+	long ms = retry_after_s >= 0 ? (retry_after_s > RETRY_AFTER_CAP_S ? RETRY_AFTER_CAP_S : retry_after_s) * 1000
+				     : 250L << (attempt < 5 ? attempt : 5);
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void setup_handle(struct mlfs_http *h, CURL *c, struct xfer *x, const char *url,
+			 struct curl_slist *headers, char *errbuf)
+{
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "mlfs/" "0.1");
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, h->opts.connect_timeout_s);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, h->opts.low_speed_time_s);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, NULL);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+	if (!h->opts.verify_tls) {
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (h->ca_blob) {
+		struct curl_blob blob = { h->ca_blob, h->ca_blob_len, CURL_BLOB_NOCOPY };
+		curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
+	}
+	if (h->opts.client_cert)
+		curl_easy_setopt(c, CURLOPT_SSLCERT, h->opts.client_cert);
+	if (h->opts.client_key)
+		curl_easy_setopt(c, CURLOPT_SSLKEY, h->opts.client_key);
+	if (x->req->post_form)
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->req->post_form);
+}
+
+/* One hop: perform the request once.  Returns the curl code. */
+static CURLcode perform_hop(struct mlfs_http *h, CURL *c, struct xfer *x, const char *url,
+			    bool send_auth, char *errbuf)
+{
+	struct curl_slist *headers = NULL;
+	char line[8192];
+	if (x->req->accept) {
+		snprintf(line, sizeof line, "Accept: %s", x->req->accept);
+		headers = curl_slist_append(headers, line);
+	}
+	if (send_auth && x->req->authorization) {
+		snprintf(line, sizeof line, "Authorization: %s", x->req->authorization);
+		headers = curl_slist_append(headers, line);
+	}
+	if (x->want_from > 0) {
+		snprintf(line, sizeof line, "Range: bytes=%lld-", (long long)x->want_from);
+		headers = curl_slist_append(headers, line);
+	}
+	errbuf[0] = '\0';
+	x->status_known = false;
+	x->status = 0;
+	x->skip = 0;
+	setup_handle(h, c, x, url, headers, errbuf);
+	CURLcode cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
+	curl_slist_free_all(headers);
+	return cc;
+}
+
+int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
+		   struct mlfs_http_response *resp, struct mlfs_err *err)
+{
+	char origin[1024], errbuf[CURL_ERROR_SIZE];
+	if (url_origin(req->url, origin, sizeof origin) < 0)
+		return mlfs_err_set(err, EINVAL, "invalid URL %s", req->url);
+
+	CURL *c = handle_take(h);
+	if (!c)
+		return mlfs_err_set(err, ENOMEM, "out of memory starting an HTTP request");
+
+	struct xfer x = { .req = req, .resp = resp, .curl = c, .retry_after_s = -1,
+			  .want_from = req->range_start };
+	int r = 0;
+	for (int attempt = 0;; attempt++) {
+		_cleanup_free_ char *url = strdup(req->url);
+		CURLcode cc = CURLE_OK;
+		int hops = 0;
+		mlfs_http_response_clear(resp);
+		for (;;) {
+			char here[1024];
+			bool same = url_origin(url, here, sizeof here) == 0 && !strcmp(here, origin);
+			log_debug(MLFS_AREA_FETCH, "%s %s%s", req->post_form ? "POST" : "GET", url,
+				  same && req->authorization ? " (with credentials)" : "");
+			cc = perform_hop(h, c, &x, url, same, errbuf);
+			if (cc != CURLE_OK || x.status < 300 || x.status >= 400 || !x.location)
+				break;
+			if (++hops > MAX_REDIRECTS) {
+				r = mlfs_err_set(err, ELOOP, "too many redirects from %s", req->url);
+				goto out;
+			}
+			char *next = url_resolve(url, x.location);
+			if (!next) {
+				r = mlfs_err_set(err, EPROTO, "bad redirect target from %s", req->url);
+				goto out;
+			}
+			free(url);
+			url = next;
+			mlfs_http_response_clear(resp);
+		}
+		if (x.sink_error) {
+			r = x.sink_error;
+			goto out;
+		}
+		if (x.too_big) {
+			r = mlfs_err_set(err, EFBIG, "response from %s is too large (over %zu bytes)",
+					 req->url, req->max_body);
+			goto out;
+		}
+		bool again = attempt < h->opts.max_retries;
+		if (cc != CURLE_OK) {
+			if (again && retryable(cc)) {
+				log_info(MLFS_AREA_FETCH, "retrying %s after: %s", req->url,
+					 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+				backoff_sleep(attempt, -1);
+				continue;
+			}
+			long os_errno = 0;
+			curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
+			r = transport_error(cc, os_errno, errbuf, url, err);
+			goto out;
+		}
+		resp->status = x.status;
+		if (again && (x.status >= 500 || x.status == 429)) {
+			log_info(MLFS_AREA_FETCH, "retrying %s after HTTP %ld", req->url, x.status);
+			backoff_sleep(attempt, x.retry_after_s);
+			continue;
+		}
+		break;
+	}
+out:
+	free(x.location);
+	handle_give(h, c);
+	return r;
+}
+
+bool mlfs_host_is_loopback(const char *hostport)
+{
+	char host[256];
+	if (hostport[0] == '[') {
+		const char *end = strchr(hostport, ']');
+		if (!end || (size_t)(end - hostport - 1) >= sizeof host)
+			return false;
+		memcpy(host, hostport + 1, (size_t)(end - hostport - 1));
+		host[end - hostport - 1] = '\0';
+		return !strcmp(host, "::1");
+	}
+	size_t n = strcspn(hostport, ":");
+	if (n >= sizeof host)
+		return false;
+	memcpy(host, hostport, n);
+	host[n] = '\0';
+	if (!strcasecmp(host, "localhost"))
+		return true;
+	unsigned a, b, c, d;
+	char tail;
+	return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) == 4 && a == 127 && b < 256 &&
+	       c < 256 && d < 256;
+}

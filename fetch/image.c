@@ -1,1 +1,147 @@
+/* From a reference string to one platform's manifest and config.
+ *
+ * The order is the data's: the tag (or digest) answers with an index or a
+ * manifest; an index is narrowed to one platform, whose manifest is then
+ * fetched by digest (and so verified); the manifest names the config, a
+ * small blob fetched by digest too.  Nothing here touches a layer. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
 #include "fetch/fetch.h"
+
+static int fetch_manifest(struct mlfs_image *img, const char *reference, struct mlfs_fetched *f,
+			  struct mlfs_err *err)
+{
+	return mlfs_registry_get_manifest(img->reg, img->ref.path, reference, f, err);
+}
+
+static int pick_platform(struct mlfs_image *img, const struct mlfs_fetched *top, struct mlfs_fetched *f,
+			 struct mlfs_err *err)
+{
+	int r = mlfs_index_parse(top->body, top->len, top->media, &img->index, err);
+	if (r < 0)
+		return r;
+	memcpy(img->index_digest, top->digest, sizeof img->index_digest);
+	r = mlfs_platform_select(img->index, &img->want, &img->chosen, err);
+	if (r < 0)
+		return r;
+	const struct mlfs_descriptor *d = &img->index->manifests[img->chosen];
+	r = fetch_manifest(img, d->digest, f, err);
+	if (r < 0)
+		return r;
+	if (!mlfs_media_is_manifest(f->media))
+		return mlfs_err_set(err, EPROTO, "the index entry %s is not an image manifest (nested indexes are "
+				    "not supported)", d->digest);
+	return 0;
+}
+
+static void warn_platform_mismatch(const struct mlfs_image *img)
+{
+	if (mlfs_platform_rank(&img->want, &img->config->platform) >= 0)
+		return;
+	char want[128], have[128];
+	mlfs_platform_format(&img->want, want, sizeof want);
+	mlfs_platform_format(&img->config->platform, have, sizeof have);
+	log_warn(MLFS_AREA_FETCH, "%s is a single-platform image for %s, not %s: using it as it is",
+		 img->canonical, have, want);
+}
+
+int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, struct mlfs_image **out,
+		    struct mlfs_err *err)
+{
+	static const struct mlfs_image_opts defaults = { 0 };
+	if (!opts)
+		opts = &defaults;
+	struct mlfs_image *img = calloc(1, sizeof *img);
+	if (!img)
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	struct mlfs_fetched top = { 0 }, man = { 0 }, cfg = { 0 };
+	int r = mlfs_ref_parse(reference, &img->ref, err);
+	if (r < 0)
+		goto fail;
+	img->canonical = mlfs_ref_canonical(&img->ref);
+	img->cache_dir = mlfs_cache_dir_default(opts->cache_dir);
+	if (!img->canonical || !img->cache_dir) {
+		r = mlfs_err_set(err, ENOMEM, "out of memory");
+		goto fail;
+	}
+	r = opts->platform ? mlfs_platform_parse(opts->platform, &img->want, err) : mlfs_platform_host(&img->want);
+	if (r < 0) {
+		if (!opts->platform)
+			mlfs_err_set(err, -r, "cannot tell this host's platform: use --platform");
+		goto fail;
+	}
+	struct mlfs_registry_opts ropts = { .insecure = opts->insecure };
+	r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
+	if (r < 0)
+		goto fail;
+
+	r = fetch_manifest(img, mlfs_ref_reference(&img->ref), &top, err);
+	if (r < 0)
+		goto fail;
+	if (mlfs_media_is_index(top.media)) {
+		r = pick_platform(img, &top, &man, err);
+		if (r < 0)
+			goto fail;
+	} else {
+		man = top;
+		memset(&top, 0, sizeof top);
+	}
+	memcpy(img->manifest_digest, man.digest, sizeof img->manifest_digest);
+	r = mlfs_manifest_parse(man.body, man.len, man.media, &img->manifest, err);
+	if (r < 0)
+		goto fail;
+	r = mlfs_registry_get_small_blob(img->reg, img->ref.path, &img->manifest->config, &cfg, err);
+	if (r < 0)
+		goto fail;
+	r = mlfs_config_parse(cfg.body, cfg.len, &img->config, err);
+	if (r < 0) {
+		mlfs_err_wrap(err, "config %s", img->manifest->config.digest);
+		goto fail;
+	}
+	if (img->config->n_diff_ids != img->manifest->n_layers) {
+		r = mlfs_err_set(err, EPROTO, "malformed image: the manifest has %zu layers but the config %zu diff_ids",
+				 img->manifest->n_layers, img->config->n_diff_ids);
+		goto fail;
+	}
+	if (!img->index)
+		warn_platform_mismatch(img);
+	mlfs_fetched_clear(&top);
+	mlfs_fetched_clear(&man);
+	mlfs_fetched_clear(&cfg);
+	*out = img;
+	return 0;
+fail:
+	mlfs_fetched_clear(&top);
+	mlfs_fetched_clear(&man);
+	mlfs_fetched_clear(&cfg);
+	mlfs_image_free(img);
+	return r;
+}
+
+void mlfs_image_free(struct mlfs_image *img)
+{
+	if (!img)
+		return;
+	mlfs_ref_clear(&img->ref);
+	free(img->canonical);
+	free(img->cache_dir);
+	mlfs_registry_free(img->reg);
+	mlfs_index_free(img->index);
+	mlfs_manifest_free(img->manifest);
+	mlfs_config_free(img->config);
+	free(img);
+}
+
+int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err)
+{
+	if (i >= img->manifest->n_layers)
+		return mlfs_err_set(err, EINVAL, "no layer %zu", i);
+	const struct mlfs_descriptor *d = &img->manifest->layers[i];
+	int r = mlfs_blob_fetch(img->reg, img->ref.path, d, img->cache_dir, blob_path, err);
+	if (r < 0)
+		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
+	return r;
+}

@@ -1,0 +1,76 @@
+/* fetch/ internals shared between its files; not part of the module's API. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "fetch/fetch.h"
+
+/* ---- http.c: the one libcurl layer ------------------------------------- */
+
+struct mlfs_http_opts {
+	long connect_timeout_s;
+	long low_speed_time_s;
+	int max_retries;
+	bool verify_tls;          /* false only for registries marked insecure */
+	const char *ca_pem;       /* extra CAs (PEM text) trusted on top of the system's, or NULL */
+	const char *client_cert;  /* PEM file paths from certs.d, or NULL */
+	const char *client_key;
+};
+
+struct mlfs_http;
+
+int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out);
+void mlfs_http_free(struct mlfs_http *http);
+
+struct mlfs_http_request {
+	const char *url;
+	const char *accept;          /* Accept header, or NULL */
+	const char *authorization;   /* full header value; never sent to another origin */
+	const char *post_form;       /* x-www-form-urlencoded body: makes it a POST */
+	off_t range_start;           /* > 0: ask for bytes=N- (body delivered from N either way) */
+	/* Body destination: a sink (streamed, resumed with Range across retries)
+	 * or, when NULL, a buffer capped at max_body (-EFBIG beyond). */
+	mlfs_sink_fn sink;
+	void *priv;
+	size_t max_body;
+};
+
+struct mlfs_http_response {
+	long status;
+	char *content_type;
+	char *www_authenticate;
+	char *docker_digest;      /* Docker-Content-Digest */
+	char *body;               /* buffered body; for status >= 400 the error body (capped) */
+	size_t body_len;
+};
+
+/* 0 with any HTTP status in resp (the caller maps statuses); -errno + err on
+ * transport failures after the retries (resolve, connect, TLS, timeout). */
+int mlfs_http_send(struct mlfs_http *http, const struct mlfs_http_request *req,
+		   struct mlfs_http_response *resp, struct mlfs_err *err);
+void mlfs_http_response_clear(struct mlfs_http_response *resp);
+
+/* Whether a host ("127.0.0.1:5000", "[::1]:5000", "localhost") is loopback by name. */
+bool mlfs_host_is_loopback(const char *hostport);
+
+/* ---- token.c: bearer tokens -------------------------------------------- */
+
+struct mlfs_token_cache;
+
+int mlfs_token_cache_new(struct mlfs_token_cache **out);
+void mlfs_token_cache_free(struct mlfs_token_cache *tc);
+/* Returns a valid "Bearer ..." header value for the challenge's scope
+ * (malloc'd), from the cache or a new request to its realm.  `force` skips
+ * the cache (a token the registry just refused). */
+int mlfs_token_get(struct mlfs_token_cache *tc, struct mlfs_http *http,
+		   const struct mlfs_challenge *ch, const char *scope,
+		   const struct mlfs_creds *creds, bool force, char **header, struct mlfs_err *err);
+
+/* "Basic base64(user:secret)", malloc'd; the caller wipes it after use. */
+char *mlfs_basic_auth_header(const char *user, const char *secret);
+
+/* ---- errors.c: the registry's error bodies ------------------------------ */
+
+/* "manifest unknown (MANIFEST_UNKNOWN)" from {"errors":[...]}, or "" . */
+void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t buflen);
