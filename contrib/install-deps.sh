@@ -1,0 +1,29 @@
+#!/bin/bash
+# Installs everything mlfs needs to build, test and run its demo on Debian 12.
+# Idempotent: apt is only asked when a package is missing.
+set -euo pipefail
+
+packages=(
+  # build
+  meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+  libfuse3-dev libcurl4-openssl-dev libjansson-dev libzstd-dev libarchive-dev libssl-dev
+  # run
+  fuse3 ca-certificates
+  # tests and demo: a real registry, real image tools, real foreign binaries
+  docker-registry umoci skopeo busybox-static qemu-user-static
+  python3 python3-pytest python3-jwt python3-cryptography
+  apache2-utils curl openssl libarchive-tools zstd jq util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's docker-registry package starts a system registry on :5000 where an
+# init system runs; mlfs's scripts start their own, so that one is not needed.
