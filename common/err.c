@@ -28,9 +28,17 @@ int mlfs_err_wrap(struct mlfs_err *err, const char *fmt, ...)
 	vsnprintf(prefix, sizeof prefix, fmt, ap);
 	va_end(ap);
 
-	char old[sizeof err->msg];
-	memcpy(old, err->msg, sizeof old);
-	snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+	/* Shift the message right and put the context in front; the tail is
+	 * what gets cut when the line is too long. */
+	size_t plen = strlen(prefix), mlen = strlen(err->msg), cap = sizeof err->msg - 1;
+	if (plen + 2 > cap)
+		plen = cap - 2;
+	if (plen + 2 + mlen > cap)
+		mlen = cap - plen - 2;
+	memmove(err->msg + plen + 2, err->msg, mlen);
+	memcpy(err->msg, prefix, plen);
+	memcpy(err->msg + plen, ": ", 2);
+	err->msg[plen + 2 + mlen] = '\0';
 	return -(err->code ? err->code : 1);
 }
 
