@@ -77,6 +77,8 @@ enum mlfs_media {
 	MLFS_MEDIA_LAYER_ZSTD,         /* OCI tar+zstd (+nondistributable) */
 };
 
+/* The canonical string of a media type ("" for MLFS_MEDIA_UNKNOWN). */
+const char *mlfs_media_string(enum mlfs_media m);
 /* Content-Type (parameters such as "; charset=utf-8" ignored) -> media. */
 enum mlfs_media mlfs_media_from_string(const char *media_type);
 bool mlfs_media_is_index(enum mlfs_media m);
@@ -228,6 +230,7 @@ struct mlfs_image_opts {
 	const char *platform;   /* "linux/arm64"; NULL: the host's */
 	const char *cache_dir;  /* NULL: mlfs_cache_dir_default(NULL) */
 	bool insecure;          /* plain HTTP / unverified TLS allowed for this registry */
+	bool offline;           /* resolve from the cache only: no network at all */
 };
 
 struct mlfs_image {
@@ -242,6 +245,7 @@ struct mlfs_image {
 	struct mlfs_manifest *manifest;
 	char manifest_digest[MLFS_DIGEST_MAX];
 	struct mlfs_config *config;
+	bool offline;
 };
 
 int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,

@@ -7,14 +7,50 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
 #include "common/log.h"
-#include "fetch/fetch.h"
+#include "fetch/internal.h"
 
-static int fetch_manifest(struct mlfs_image *img, const char *reference, struct mlfs_fetched *f,
-			  struct mlfs_err *err)
+/* By digest: the cache first (content-addressed, re-verified), then the
+ * registry, keeping what it sends. */
+static int fetch_by_digest(struct mlfs_image *img, const struct mlfs_descriptor *d, bool small_blob,
+			   struct mlfs_fetched *f, struct mlfs_err *err)
 {
-	return mlfs_registry_get_manifest(img->reg, img->ref.path, reference, f, err);
+	int r = mlfs_metacache_get(img->cache_dir, d->digest, d->media, f);
+	if (r == 0)
+		return 0;
+	if (img->offline)
+		return mlfs_err_set(err, ENOENT, "%s of %s is not in the cache %s: mount once without offline",
+				    d->digest, img->canonical, img->cache_dir);
+	r = small_blob ? mlfs_registry_get_small_blob(img->reg, img->ref.path, d, f, err)
+		       : mlfs_registry_get_manifest(img->reg, img->ref.path, d->digest, f, err);
+	if (r == 0 && mlfs_metacache_put(img->cache_dir, f) < 0)
+		log_warn(MLFS_AREA_FETCH, "cannot keep %s in the cache %s", d->digest, img->cache_dir);
+	return r;
+}
+
+/* What the reference names now: asked of the registry (a tag may have
+ * moved), or of the cache when offline. */
+static int fetch_top(struct mlfs_image *img, struct mlfs_fetched *f, struct mlfs_err *err)
+{
+	if (img->offline) {
+		struct mlfs_descriptor d = { 0 };
+		int r = mlfs_metacache_get_ref(img->cache_dir, &img->ref, d.digest, &d.media);
+		if (r < 0)
+			return mlfs_err_set(err, ENOENT, "%s is not in the cache %s: mount once without offline",
+					    img->canonical, img->cache_dir);
+		return fetch_by_digest(img, &d, false, f, err);
+	}
+	int r = mlfs_registry_get_manifest(img->reg, img->ref.path, mlfs_ref_reference(&img->ref), f, err);
+	if (r < 0)
+		return r;
+	if (mlfs_metacache_put(img->cache_dir, f) < 0 ||
+	    mlfs_metacache_put_ref(img->cache_dir, &img->ref, f->digest, f->media) < 0)
+		log_warn(MLFS_AREA_FETCH, "cannot keep the manifest of %s in the cache %s", img->canonical,
+			 img->cache_dir);
+	return 0;
 }
 
 static int pick_platform(struct mlfs_image *img, const struct mlfs_fetched *top, struct mlfs_fetched *f,
@@ -28,13 +64,10 @@ static int pick_platform(struct mlfs_image *img, const struct mlfs_fetched *top,
 	if (r < 0)
 		return r;
 	const struct mlfs_descriptor *d = &img->index->manifests[img->chosen];
-	r = fetch_manifest(img, d->digest, f, err);
-	if (r < 0)
-		return r;
-	if (!mlfs_media_is_manifest(f->media))
+	if (!mlfs_media_is_manifest(d->media))
 		return mlfs_err_set(err, EPROTO, "the index entry %s is not an image manifest (nested indexes are "
 				    "not supported)", d->digest);
-	return 0;
+	return fetch_by_digest(img, d, false, f, err);
 }
 
 static void warn_platform_mismatch(const struct mlfs_image *img)
@@ -73,12 +106,13 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 			mlfs_err_set(err, -r, "cannot tell this host's platform: use --platform");
 		goto fail;
 	}
+	img->offline = opts->offline;
 	struct mlfs_registry_opts ropts = { .insecure = opts->insecure };
 	r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
 	if (r < 0)
 		goto fail;
 
-	r = fetch_manifest(img, mlfs_ref_reference(&img->ref), &top, err);
+	r = fetch_top(img, &top, err);
 	if (r < 0)
 		goto fail;
 	if (mlfs_media_is_index(top.media)) {
@@ -93,7 +127,7 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	r = mlfs_manifest_parse(man.body, man.len, man.media, &img->manifest, err);
 	if (r < 0)
 		goto fail;
-	r = mlfs_registry_get_small_blob(img->reg, img->ref.path, &img->manifest->config, &cfg, err);
+	r = fetch_by_digest(img, &img->manifest->config, true, &cfg, err);
 	if (r < 0)
 		goto fail;
 	r = mlfs_config_parse(cfg.body, cfg.len, &img->config, err);
@@ -140,6 +174,19 @@ int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, st
 	if (i >= img->manifest->n_layers)
 		return mlfs_err_set(err, EINVAL, "no layer %zu", i);
 	const struct mlfs_descriptor *d = &img->manifest->layers[i];
+	if (img->offline) {
+		char *path = NULL;
+		struct stat st;
+		if (asprintf(&path, "%s/blobs/sha256/%s", img->cache_dir, d->digest + strlen("sha256:")) < 0)
+			return mlfs_err_set(err, ENOMEM, "out of memory");
+		if (stat(path, &st) < 0 || st.st_size != d->size) {
+			free(path);
+			return mlfs_err_set(err, ENOENT, "layer %zu (%s) of %s is not in the cache %s: run once "
+					    "without offline", i + 1, d->digest, img->canonical, img->cache_dir);
+		}
+		*blob_path = path;
+		return 0;
+	}
 	int r = mlfs_blob_fetch(img->reg, img->ref.path, d, img->cache_dir, blob_path, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);

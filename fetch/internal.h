@@ -74,3 +74,14 @@ char *mlfs_basic_auth_header(const char *user, const char *secret);
 
 /* "manifest unknown (MANIFEST_UNKNOWN)" from {"errors":[...]}, or "" . */
 void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t buflen);
+
+/* ---- metacache.c: manifests, indexes, configs and tags in the cache ---- */
+
+int mlfs_metacache_put(const char *cache_dir, const struct mlfs_fetched *f);
+/* Reads and re-verifies a cached small blob: -ENOENT, -EBADMSG (removed). */
+int mlfs_metacache_get(const char *cache_dir, const char *digest, enum mlfs_media media,
+		       struct mlfs_fetched *out);
+int mlfs_metacache_put_ref(const char *cache_dir, const struct mlfs_ref *ref, const char *digest,
+			   enum mlfs_media media);
+int mlfs_metacache_get_ref(const char *cache_dir, const struct mlfs_ref *ref,
+			   char digest[MLFS_DIGEST_MAX], enum mlfs_media *media);

@@ -7,10 +7,11 @@
 
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)
 {
-	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT };
+	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT, OPT_OFFLINE };
 	static const struct option longopts[] = {
 		{ "platform", required_argument, NULL, OPT_PLATFORM },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
+		{ "offline", no_argument, NULL, OPT_OFFLINE },
 		{ "cache", required_argument, NULL, OPT_CACHE },
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "format", required_argument, NULL, OPT_FORMAT },
@@ -25,6 +26,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		switch (c) {
 		case OPT_PLATFORM: out->opts.platform = optarg; break;
 		case OPT_INSECURE: out->opts.insecure = true; break;
+		case OPT_OFFLINE: out->opts.offline = true; break;
 		case OPT_CACHE: out->opts.cache_dir = optarg; break;
 		case OPT_JSON:
 			if (!(flags & CLI_JSON))
@@ -50,7 +52,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 	out->ref = argv[optind];
 	return 0;
 usage:
-	fprintf(stderr, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--cache DIR]%s%s%s\n",
+	fprintf(stderr, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]%s%s%s\n",
 		argv[0], flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
 		flags & CLI_FORMAT ? " [--format tar|mtree]" : "");
 	return -EINVAL;

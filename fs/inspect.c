@@ -42,20 +42,13 @@ static json_t *describe(const struct mlfs_image *img)
 							d->media_type, "size", (json_int_t)d->size));
 	}
 	const struct mlfs_config *c = img->config;
-	const struct mlfs_descriptor *idx_d = img->index ? &img->index->manifests[img->chosen] : NULL;
 	return json_pack("{s:s, s:o, s:o, s:o, s:s, s:s, s:{s:s, s:s, s:s, s:o, s:o, s:o, s:o}, s:o}",
 			 "reference", img->canonical,
 			 "index_digest", img->index ? json_string(img->index_digest) : json_null(),
-			 "index_media_type", img->index ? json_string(img->index->media == MLFS_MEDIA_OCI_INDEX
-									  ? "application/vnd.oci.image.index.v1+json"
-									  : "application/vnd.docker.distribution.manifest.list.v2+json")
-							: json_null(),
+			 "index_media_type", img->index ? json_string(mlfs_media_string(img->index->media)) : json_null(),
 			 "platforms", platforms,
 			 "manifest_digest", img->manifest_digest,
-			 "manifest_media_type", idx_d && idx_d->media_type ? idx_d->media_type
-					       : img->manifest->media == MLFS_MEDIA_OCI_MANIFEST
-						       ? "application/vnd.oci.image.manifest.v1+json"
-						       : "application/vnd.docker.distribution.manifest.v2+json",
+			 "manifest_media_type", mlfs_media_string(img->manifest->media),
 			 "config", "digest", img->manifest->config.digest, "os", c->platform.os,
 			 "architecture", c->platform.arch,
 			 "variant", c->platform.variant[0] ? json_string(c->platform.variant) : json_null(),
