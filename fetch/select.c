@@ -4,7 +4,8 @@
  *
  * BuildKit puts its provenance / SBOM attestations into the same index as
  * unknown/unknown entries; they are not images and are neither chosen nor
- * listed to the user. */
+ * listed to the user.  Entries that are not image manifests (nested
+ * indexes, artifacts) cannot be mounted, so they are not candidates either. */
 #include "fetch/fetch.h"
 
 #include <errno.h>
@@ -13,7 +14,7 @@
 
 static bool selectable(const struct mlfs_descriptor *d)
 {
-	return d->has_platform && d->platform.os[0] && d->platform.arch[0] &&
+	return d->has_platform && mlfs_media_is_manifest(d->media) && d->platform.os[0] && d->platform.arch[0] &&
 	       strcmp(d->platform.os, "unknown") && strcmp(d->platform.arch, "unknown");
 }
 
