@@ -36,7 +36,8 @@ int mlfs_log_parse_areas(const char *spec, unsigned *areas)
 	unsigned bits = 0;
 	const char *p = spec;
 	while (*p) {
-		size_t n = strcspn(p, ",");
+		/* ':' and '+' too: inside -o debug=..., a comma would end the option. */
+		size_t n = strcspn(p, ",:+");
 		bool found = false;
 		for (size_t i = 0; i < sizeof area_names / sizeof area_names[0]; i++) {
 			if (strlen(area_names[i].name) == n && !strncmp(p, area_names[i].name, n)) {
@@ -47,7 +48,7 @@ int mlfs_log_parse_areas(const char *spec, unsigned *areas)
 		if (!found && n)
 			return -EINVAL;
 		p += n;
-		if (*p == ',')
+		if (*p)
 			p++;
 	}
 	*areas = bits;

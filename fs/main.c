@@ -6,6 +6,7 @@
 
 #include "common/log.h"
 #include "fs/cli.h"
+#include "fs/fs.h"
 
 static const struct {
 	const char *name;
@@ -14,6 +15,8 @@ static const struct {
 } commands[] = {
 	{ "inspect", mlfs_cmd_inspect, "show an image's platforms, manifest, config and layers" },
 	{ "pull", mlfs_cmd_pull, "download an image's layers into the cache" },
+	{ "export", mlfs_cmd_export, "write an image's merged root filesystem as tar or mtree" },
+	{ "mount", mlfs_cmd_mount, "mount an image read-only (as mount.mlfs REF DIR -o ...)" },
 };
 
 static int usage(FILE *f)
@@ -30,10 +33,8 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	const char *base = strrchr(argv[0], '/');
 	base = base ? base + 1 : argv[0];
-	if (!strcmp(base, "mount.mlfs")) {
-		fprintf(stderr, "mount.mlfs: error: mounting is not implemented yet: use `mlfs inspect`\n");
-		return 1;
-	}
+	if (!strcmp(base, "mount.mlfs"))
+		return mlfs_cmd_mount(argc, argv);
 
 	unsigned areas = 0;
 	int i = 1;

@@ -1,0 +1,21 @@
+/* fs/: the FUSE side.  One struct mlfs_fs per mount, reached through
+ * fuse_req_userdata(): the only per-process state outside main(). */
+#pragma once
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+#include "fetch/fetch.h"
+#include "fs/loader.h"
+
+struct mlfs_fs {
+	struct mlfs_image *img;
+	struct loader *loader;
+	bool prefetch;
+	bool no_open;       /* set once in init, before any other request */
+	bool no_opendir;
+};
+
+extern const struct fuse_lowlevel_ops mlfs_ops;
+
+int mlfs_cmd_mount(int argc, char **argv);

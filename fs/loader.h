@@ -1,0 +1,33 @@
+/* Lazy loading: the layers of an image are fetched, indexed and merged the
+ * first time anything needs them, then published as one immutable view. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fetch/fetch.h"
+#include "layers/layers.h"
+
+/* Everything a FUSE reply needs, immutable once published. */
+struct mlfs_view {
+	struct mlfs_tree *tree;
+	struct mlfs_layer **layers;
+	size_t n_layers;
+	uint32_t *inode_node;   /* inode number -> one node (name) of it */
+	size_t n_inodes;
+	uint64_t total_bytes;   /* sum of regular file sizes, for statfs */
+};
+
+struct loader;
+
+int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, struct loader **out);
+/* Stops (waiting for a load under way to end) and frees everything. */
+void loader_free(struct loader *l);
+/* Starts loading if nothing is loaded or loading (also after a failure). */
+void loader_start(struct loader *l);
+/* The view if published, else NULL; never blocks. */
+const struct mlfs_view *loader_peek(struct loader *l);
+/* Starts loading if needed and waits for the view.  -EIO on failure or
+ * after the timeout (the reason is logged), -EINTR when cancelled(priv)
+ * turns true (an interrupted FUSE request). */
+int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, const struct mlfs_view **out);

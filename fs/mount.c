@@ -1,0 +1,116 @@
+/* mlfs mount / mount.mlfs: resolve the image, mount, daemonise, serve.
+ *
+ * The order matters to the user: everything that can fail with a clear
+ * message (reference, auth, manifest, platform, the mountpoint) happens
+ * while the command still has its terminal and before anything is
+ * mounted, so a failure exits non-zero and leaves no mount behind.  The
+ * parent process exits only once the mount is up; layer fetching starts
+ * in the daemon, on first need (or right away with -o prefetch). */
+#include "fs/fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "fs/cli.h"
+#include "fs/mountopts.h"
+
+/* -o options for libfuse and the kernel, from ours. */
+static int fuse_argv(const struct mount_opts *o, struct fuse_args *args)
+{
+	char opts[4096];
+	snprintf(opts, sizeof opts, "ro,default_permissions,fsname=%s,subtype=mlfs%s%s%s", o->ref,
+		 o->allow_other ? ",allow_other" : "", o->suid ? ",suid" : ",nosuid", o->dev ? ",dev" : ",nodev");
+	if (fuse_opt_add_arg(args, "mlfs") < 0 || fuse_opt_add_arg(args, "-o") < 0 ||
+	    fuse_opt_add_arg(args, opts) < 0)
+		return -ENOMEM;
+	if (o->debug && o->debug_areas && strstr(o->debug_areas, "fuse") && fuse_opt_add_arg(args, "-d") < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static int serve(struct mlfs_fs *fs, const struct mount_opts *o, struct mlfs_err *err)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	int r = fuse_argv(o, &args);
+	if (r < 0) {
+		fuse_opt_free_args(&args);
+		return mlfs_err_set(err, -r, "out of memory");
+	}
+	struct fuse_session *se = fuse_session_new(&args, &mlfs_ops, sizeof mlfs_ops, fs);
+	fuse_opt_free_args(&args);
+	if (!se)
+		return mlfs_err_set(err, EINVAL, "cannot start a FUSE session (see the message above)");
+	if (fuse_set_signal_handlers(se) < 0) {
+		fuse_session_destroy(se);
+		return mlfs_err_set(err, EIO, "cannot install signal handlers");
+	}
+	if (fuse_session_mount(se, o->mountpoint) < 0) {
+		fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+		return mlfs_err_set(err, EIO, "cannot mount on %s: is /dev/fuse there, and are you root?",
+				    o->mountpoint);
+	}
+	if (!o->foreground) {
+		mlfs_log_setup(o->debug ? MLFS_LOG_DEBUG : MLFS_LOG_INFO, 0, true);
+		if (fuse_daemonize(0) < 0) {
+			fuse_session_unmount(se);
+			fuse_remove_signal_handlers(se);
+			fuse_session_destroy(se);
+			return mlfs_err_set(err, EIO, "cannot daemonise");
+		}
+	}
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	fuse_loop_cfg_set_max_threads(cfg, 32);
+	r = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+	fuse_session_destroy(se);
+	return r < 0 ? mlfs_err_set(err, -r, "the FUSE session ended with an error") : 0;
+}
+
+int mlfs_cmd_mount(int argc, char **argv)
+{
+	struct mlfs_err err = { 0 };
+	struct mount_opts o;
+	if (mount_opts_parse(argc, argv, &o, &err) < 0)
+		return cli_fail(&err);
+	unsigned areas = 0;
+	if (o.debug_areas && mlfs_log_parse_areas(o.debug_areas, &areas) < 0) {
+		mlfs_err_set(&err, EINVAL, "unknown area in debug=%s", o.debug_areas);
+		mount_opts_clear(&o);
+		return cli_fail(&err);
+	}
+	if (o.debug)
+		mlfs_log_setup(MLFS_LOG_DEBUG, areas ? areas : MLFS_AREA_ALL, false);
+	else
+		mlfs_log_setup(o.foreground ? MLFS_LOG_INFO : MLFS_LOG_WARN, 0, false);
+
+	struct stat st;
+	int r = 0;
+	if (stat(o.mountpoint, &st) < 0)
+		r = mlfs_err_set(&err, errno, "mountpoint %s: %s", o.mountpoint, strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		r = mlfs_err_set(&err, ENOTDIR, "mountpoint %s is not a directory", o.mountpoint);
+
+	struct mlfs_fs fs = { .prefetch = o.prefetch };
+	struct mlfs_image_opts io = { .platform = o.platform, .cache_dir = o.cache_dir,
+				      .insecure = o.insecure, .offline = o.offline };
+	if (r == 0)
+		r = mlfs_image_open(o.ref, &io, &fs.img, &err);
+	if (r == 0 && (r = loader_new(fs.img, o.jobs, o.timeout_s, &fs.loader)) < 0)
+		mlfs_err_set(&err, -r, "out of memory");
+	if (r == 0)
+		r = serve(&fs, &o, &err);
+	loader_free(fs.loader);
+	mlfs_image_free(fs.img);
+	mount_opts_clear(&o);
+	return r < 0 ? cli_fail(&err) : 0;
+}

@@ -1,0 +1,146 @@
+#include "fs/mountopts.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Accepted for fstab and mount(8)'s sake; they change nothing for a
+ * read-only, per-user FUSE filesystem. */
+static const char *const ignored[] = {
+	"defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev",
+	"nofail", "ro", "nosuid", "nodev", "exec", "noexec", "atime", "noatime", "relatime",
+	"nodiratime", "sync", "async", "loud", "silent", NULL,
+};
+
+static int parse_uint(const char *v, unsigned max, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (!*v || *end || errno || n == 0 || n > max)
+		return -EINVAL;
+	*out = (unsigned)n;
+	return 0;
+}
+
+static int set_string(char **slot, const char *v)
+{
+	free(*slot);
+	*slot = strdup(v);
+	return *slot ? 0 : -ENOMEM;
+}
+
+static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err)
+{
+	const char *eq = strchr(opt, '=');
+	size_t klen = eq ? (size_t)(eq - opt) : strlen(opt);
+	const char *v = eq ? eq + 1 : NULL;
+#define KEY(k) (klen == strlen(k) && !strncmp(opt, k, klen))
+	if (KEY("platform") && v && *v)
+		return set_string(&o->platform, v);
+	if (KEY("cache") && v && *v)
+		return set_string(&o->cache_dir, v);
+	if (KEY("jobs") && v) {
+		if (parse_uint(v, 64, &o->jobs) < 0)
+			return mlfs_err_set(err, EINVAL, "jobs=%s: give a number from 1 to 64", v);
+		return 0;
+	}
+	if (KEY("timeout") && v) {
+		if (parse_uint(v, 86400, &o->timeout_s) < 0)
+			return mlfs_err_set(err, EINVAL, "timeout=%s: give seconds, from 1 to 86400", v);
+		return 0;
+	}
+	if (KEY("debug")) {
+		o->debug = true;
+		return v ? set_string(&o->debug_areas, v) : 0;
+	}
+	if (v)
+		goto unknown;
+	if (KEY("insecure"))
+		o->insecure = true;
+	else if (KEY("offline"))
+		o->offline = true;
+	else if (KEY("prefetch"))
+		o->prefetch = true;
+	else if (KEY("allow_other"))
+		o->allow_other = true;
+	else if (KEY("suid"))
+		o->suid = true;
+	else if (KEY("dev"))
+		o->dev = true;
+	else if (KEY("rw"))
+		return mlfs_err_set(err, EROFS, "option rw: mlfs mounts are always read-only");
+	else {
+		for (const char *const *p = ignored; *p; p++)
+			if (KEY(*p))
+				return 0;
+		if (klen >= 2 && !strncmp(opt, "x-", 2))
+			return 0; /* fstab's userspace options (x-systemd.*) */
+		goto unknown;
+	}
+	return 0;
+#undef KEY
+unknown:
+	return mlfs_err_set(err, EINVAL, "unknown mount option \"%s\"", opt);
+}
+
+static int parse_list(struct mount_opts *o, const char *list, struct mlfs_err *err)
+{
+	char *dup = strdup(list), *save = NULL;
+	if (!dup)
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	int r = 0;
+	for (char *opt = strtok_r(dup, ",", &save); opt && r == 0; opt = strtok_r(NULL, ",", &save))
+		r = parse_one(o, opt, err);
+	free(dup);
+	return r;
+}
+
+int mount_opts_parse(int argc, char **argv, struct mount_opts *o, struct mlfs_err *err)
+{
+	memset(o, 0, sizeof *o);
+	o->jobs = MOUNT_DEFAULT_JOBS;
+	o->timeout_s = MOUNT_DEFAULT_TIMEOUT_S;
+	int r = 0;
+	for (int i = 1; i < argc && r == 0; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "-o")) {
+			if (++i >= argc)
+				r = mlfs_err_set(err, EINVAL, "-o needs a list of options");
+			else
+				r = parse_list(o, argv[i], err);
+		} else if (!strncmp(a, "-o", 2)) {
+			r = parse_list(o, a + 2, err);
+		} else if (!strcmp(a, "-f")) {
+			o->foreground = true;
+		} else if (!strcmp(a, "-d")) {
+			o->debug = o->foreground = true;
+		} else if (!strcmp(a, "-n") || !strcmp(a, "-s") || !strcmp(a, "-v")) {
+			/* mount(8): no mtab, sloppy, verbose: nothing to do */
+		} else if (a[0] == '-' && a[1]) {
+			r = mlfs_err_set(err, EINVAL, "unknown flag %s", a);
+		} else if (!o->ref) {
+			o->ref = a;
+		} else if (!o->mountpoint) {
+			o->mountpoint = a;
+		} else {
+			r = mlfs_err_set(err, EINVAL, "unexpected argument \"%s\"", a);
+		}
+	}
+	if (r == 0 && o->debug)
+		o->foreground = true;
+	if (r == 0 && (!o->ref || !o->mountpoint))
+		r = mlfs_err_set(err, EINVAL, "usage: mount.mlfs REF DIR [-o platform=OS/ARCH[/VARIANT],cache=DIR,"
+				 "insecure,offline,prefetch,jobs=N,timeout=S,allow_other,suid,dev] [-f] [-d]");
+	if (r < 0)
+		mount_opts_clear(o);
+	return r;
+}
+
+void mount_opts_clear(struct mount_opts *o)
+{
+	free(o->platform);
+	free(o->cache_dir);
+	free(o->debug_areas);
+	o->platform = o->cache_dir = o->debug_areas = NULL;
+}

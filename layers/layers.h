@@ -1,0 +1,137 @@
+/* layers/: everything about layer contents.
+ *
+ * The flow a caller follows:
+ *   mlfs_layer_open_fd() / _open_source()   one layer: the cached index when
+ *        there is a valid one, else stream the blob once (tar, tar+gzip,
+ *        tar+zstd, sniffed from the bytes), index every entry, write the
+ *        regular files' bytes into the cache and verify both digests
+ *   mlfs_tree_merge()                        all layers, bottom first, into
+ *        one read-only tree (upper wins, whiteouts, opaque dirs, hardlinks)
+ *   mlfs_tree_* / mlfs_layer_pread()         lookups, metadata, file bytes
+ *
+ * Cache layout, next to fetch's blobs/sha256/<hex>:
+ *   index/sha256/<hex>   the persisted entry table (layers/indexfile.c)
+ *   data/sha256/<hex>    the decompressed bytes of every regular file
+ * <hex> is the diff_id when known (so a layer shared by images in another
+ * compression is indexed once), else the blob digest.
+ *
+ * Everything returns 0 or -errno; failures a user sees also fill a struct
+ * mlfs_err.  A layer and a tree are immutable once returned: any number of
+ * threads may read them without locks. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/digest.h"
+#include "common/err.h"
+
+/* ---- one layer (layer.c, reader.c, index.c, store.c, indexfile.c) ------ */
+
+/* A byte source: fills *buf and *len with the next chunk, valid until the next
+ * call; *len == 0 means end of stream.  Returns 0 or -errno.  This is what
+ * lets a layer be indexed while its download still streams in. */
+struct mlfs_layer_source {
+	int (*read)(void *priv, const void **buf, size_t *len);
+	void *priv;
+};
+
+struct mlfs_layer_opts {
+	const char *cache_dir;   /* required: the cache root */
+	const char *diff_id;     /* sha256 of the uncompressed tar; NULL: not checked */
+	const char *blob_digest; /* sha256 of the bytes read; NULL: not checked */
+	/* With neither digest the layer is indexed into an unnamed temporary
+	 * file and never persisted (tests, fuzzing, unverified input). */
+};
+
+enum mlfs_entry_kind {
+	MLFS_ENTRY_REG = 1,
+	MLFS_ENTRY_DIR,
+	MLFS_ENTRY_SYMLINK,
+	MLFS_ENTRY_HARDLINK, /* `link` names an earlier path */
+	MLFS_ENTRY_CHR,
+	MLFS_ENTRY_BLK,
+	MLFS_ENTRY_FIFO,
+	MLFS_ENTRY_SOCK,
+	MLFS_ENTRY_WHITEOUT, /* `.wh.NAME`: path is the hidden NAME's path */
+	MLFS_ENTRY_OPAQUE,   /* `.wh..wh..opq`: path is the directory made opaque */
+};
+
+/* One entry's metadata; strings point into the layer and live as long as it. */
+struct mlfs_entry {
+	const char *path;       /* normalised: no leading "./" or "/", no "//"; "" is the root */
+	enum mlfs_entry_kind kind;
+	uint32_t mode;          /* S_IFMT bits + permissions incl. setuid/setgid/sticky */
+	uint32_t uid, gid;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint64_t size;          /* regular files; 0 otherwise */
+	uint64_t rdev;          /* character / block devices (makedev) */
+	uint64_t data_off;      /* regular files: where the bytes start in the data file */
+	const char *link;       /* symlink target or hardlink target path; NULL otherwise */
+	uint32_t n_xattrs;
+};
+
+struct mlfs_layer;
+
+int mlfs_layer_open_source(const struct mlfs_layer_source *src, const struct mlfs_layer_opts *opts,
+			   struct mlfs_layer **out, struct mlfs_err *err);
+/* Reads fd from its current offset to EOF (a pipe works); does not close it. */
+int mlfs_layer_open_fd(int fd, const struct mlfs_layer_opts *opts, struct mlfs_layer **out,
+		       struct mlfs_err *err);
+/* The cached index only: -ENOENT when there is none (or it was corrupt and
+ * has been removed); nothing is decompressed. */
+int mlfs_layer_open_cached(const struct mlfs_layer_opts *opts, struct mlfs_layer **out,
+			   struct mlfs_err *err);
+void mlfs_layer_free(struct mlfs_layer *layer);
+
+size_t mlfs_layer_count(const struct mlfs_layer *layer);
+/* Entries in stream order; refused entries (".." paths, ...) are absent. */
+void mlfs_layer_entry(const struct mlfs_layer *layer, size_t i, struct mlfs_entry *out);
+void mlfs_layer_xattr(const struct mlfs_layer *layer, size_t i, uint32_t j, const char **name,
+		      const void **value, size_t *len);
+/* Entries the indexer refused and logged. */
+size_t mlfs_layer_refused(const struct mlfs_layer *layer);
+/* The decompressed data file, for preads and fd-backed FUSE replies. */
+int mlfs_layer_data_fd(const struct mlfs_layer *layer);
+/* Bytes [off, off+len) of regular entry i, clipped to its size. */
+ssize_t mlfs_layer_pread(const struct mlfs_layer *layer, size_t i, void *buf, size_t len,
+			 uint64_t off);
+/* Memory held by the in-memory index (for measurements). */
+size_t mlfs_layer_mem_bytes(const struct mlfs_layer *layer);
+
+/* ---- the merged tree (merge.c) ----------------------------------------- */
+
+struct mlfs_tree;
+
+#define MLFS_TREE_ROOT 0u
+#define MLFS_TREE_NONE UINT32_MAX
+#define MLFS_TREE_IMPLICIT 0xffffu /* `layer` of a directory no layer describes */
+
+/* layers[0] is the bottom layer.  The layers must outlive the tree. */
+int mlfs_tree_merge(struct mlfs_layer *const *layers, size_t n_layers, struct mlfs_tree **out,
+		    struct mlfs_err *err);
+void mlfs_tree_free(struct mlfs_tree *tree);
+
+/* Nodes are names; node ids are dense, 0 is the root; a directory's
+ * children are the contiguous ids [first, first + count), sorted by name. */
+size_t mlfs_tree_count(const struct mlfs_tree *tree);
+size_t mlfs_tree_inode_count(const struct mlfs_tree *tree);
+const char *mlfs_tree_name(const struct mlfs_tree *tree, uint32_t node);
+uint32_t mlfs_tree_parent(const struct mlfs_tree *tree, uint32_t node);
+void mlfs_tree_children(const struct mlfs_tree *tree, uint32_t node, uint32_t *first,
+			uint32_t *count);
+/* -ENOENT, or -ENOTDIR when parent is not a directory. */
+int mlfs_tree_lookup(const struct mlfs_tree *tree, uint32_t parent, const char *name,
+		     uint32_t *out);
+int mlfs_tree_lookup_path(const struct mlfs_tree *tree, const char *path, uint32_t *out);
+/* Dense inode number (0 = root's); hardlinked names share one. */
+uint32_t mlfs_tree_inode(const struct mlfs_tree *tree, uint32_t node);
+uint32_t mlfs_tree_nlink(const struct mlfs_tree *tree, uint32_t node);
+/* The metadata of node's inode and the layer that holds it (its index in
+ * the layers given to merge, or MLFS_TREE_IMPLICIT for a directory with
+ * defaults: 0755, root:root, mtime 0). */
+void mlfs_tree_entry(const struct mlfs_tree *tree, uint32_t node, struct mlfs_entry *out,
+		     unsigned *layer, size_t *entry);
+size_t mlfs_tree_mem_bytes(const struct mlfs_tree *tree);
