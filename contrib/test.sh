@@ -49,13 +49,13 @@ fi
 if CC=clang meson_build_and_test build-fuzz -Dfuzz=true; then
   secs=${MLFS_FUZZ_SECONDS:-60}
   for fuzzer in build-fuzz/tests/fuzz/fuzz-*; do
-    [ -x "$fuzzer" ] || continue
+    [ -f "$fuzzer" ] && [ -x "$fuzzer" ] || continue
     name=$(basename "$fuzzer")
     step "fuzz $name for ${secs}s"
     corpus="$top/build-fuzz/corpus-$name"; mkdir -p "$corpus"
     seeds="$top/tests/fuzz/seeds-${name#fuzz-}"
     [ -d "$seeds" ] || seeds=
-    if "$fuzzer" -max_total_time="$secs" -print_final_stats=1 "$corpus" $seeds >"$reports/$name.log" 2>&1; then
+    if "$fuzzer" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 "$corpus" $seeds >"$reports/$name.log" 2>&1; then
       tail -n 3 "$reports/$name.log"
       printf '<testsuite name="fuzz"><testcase classname="fuzz" name="%s"/></testsuite>\n' "$name" > "$reports/$name.xml"
     else
