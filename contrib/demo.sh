@@ -1,10 +1,11 @@
 #!/bin/bash
 # The main job, on a fresh Debian 12 machine as root, with no internet:
 # install, build, start a local registry (Debian's docker-registry on
-# 127.0.0.1) seeded with a multi-platform demo image, and show what mlfs
-# resolves from it: the host's platform, then an ARM one.
+# 127.0.0.1) seeded with a multi-platform demo image, inspect it, mount the
+# host's platform (left mounted for you to explore), and run the arm64
+# image's busybox in a chroot through qemu-user.
 #   MLFS_DEMO_PORT   registry port (default 5000)
-#   MLFS_DEMO_DIR    registry storage and logs (default /var/tmp/mlfs-demo)
+#   MLFS_DEMO_DIR    registry storage, cache, logs and mountpoints (default /var/tmp/mlfs-demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${MLFS_DEMO_PORT:-5000}
@@ -44,6 +45,23 @@ if ! curl -fsS -o /dev/null "http://$reg/v2/demo/manifests/latest" \
 fi
 
 export MLFS_CACHE=$dir/cache
+mnt=$dir/mnt arm=$dir/mnt-arm64
+mkdir -p "$mnt" "$arm"
+for m in "$mnt" "$arm"; do mountpoint -q "$m" && umount "$m"; done
 set -x
 build/fs/mlfs inspect "$reg/demo:latest"
-build/fs/mlfs inspect --platform linux/arm64 "$reg/demo:latest"
+build/fs/mlfs mount "$reg/demo:latest" "$mnt"
+ls -l "$mnt" "$mnt/bin"
+cat "$mnt/etc/mlfs-platform"
+{ set +x; } 2>/dev/null
+if contrib/binfmt.sh >/dev/null; then
+  set -x
+  build/fs/mlfs mount -o platform=linux/arm64 "$reg/demo:latest" "$arm"
+  chroot "$arm" /bin/busybox uname -m
+  umount "$arm"
+  { set +x; } 2>/dev/null
+else
+  echo "demo: binfmt_misc is not available here: skipping the arm64 chroot"
+fi
+echo
+echo "demo: $reg/demo:latest is mounted on $mnt (umount $mnt when done)"
