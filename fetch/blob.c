@@ -146,6 +146,19 @@ int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct ml
 		else
 			r = mlfs_registry_get_blob(reg, path, desc->digest, s.have, blob_write, &s, err);
 	}
+	/* Foreign and non-distributable layers live at their URLs, not in the
+	 * registry: each is tried in turn; the digest check below is the same. */
+	for (char **u = desc->urls; r == -ENOENT && u && *u; u++) {
+		log_info(MLFS_AREA_FETCH, "%s is not in the registry: trying %s", desc->digest, *u);
+		if (lseek(fd, s.have, SEEK_SET) < 0)
+			r = -errno;
+		else
+			r = mlfs_registry_get_url(reg, *u, s.have, blob_write, &s, err);
+	}
+	if (r == -ENOENT && !desc->urls && desc->media_type &&
+	    (strstr(desc->media_type, "foreign") || strstr(desc->media_type, "nondistributable")))
+		mlfs_err_set(err, ENOENT, "layer %s is a foreign layer (%s) that the registry does not have, and its "
+			     "descriptor names no URL to fetch it from", desc->digest, desc->media_type);
 	char got[MLFS_DIGEST_MAX] = "";
 	if (r == 0)
 		r = mlfs_hasher_final(s.hasher, got);

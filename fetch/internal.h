@@ -67,6 +67,10 @@ int mlfs_token_get(struct mlfs_token_cache *tc, struct mlfs_http *http,
 		   const struct mlfs_challenge *ch, const char *scope,
 		   const struct mlfs_creds *creds, bool force, char **header, struct mlfs_err *err);
 
+/* GET a foreign layer from one of its descriptor's URLs (no credentials). */
+int mlfs_registry_get_url(struct mlfs_registry *reg, const char *url, off_t offset, mlfs_sink_fn sink,
+			  void *priv, struct mlfs_err *err);
+
 /* "Basic base64(user:secret)", malloc'd; the caller wipes it after use. */
 char *mlfs_basic_auth_header(const char *user, const char *secret);
 

@@ -406,3 +406,24 @@ int mlfs_registry_get_blob(struct mlfs_registry *reg, const char *path, const ch
 	mlfs_http_response_clear(&resp);
 	return r;
 }
+
+int mlfs_registry_get_url(struct mlfs_registry *reg, const char *url, off_t offset, mlfs_sink_fn sink,
+			  void *priv, struct mlfs_err *err)
+{
+	/* A foreign layer's URL is another server: no registry credentials go there. */
+	/* The same rule as for registries: plain HTTP only to loopback or when insecure. */
+	bool http = !strncmp(url, "http://", 7);
+	char host[256] = "";
+	if (http)
+		snprintf(host, sizeof host, "%.*s", (int)strcspn(url + 7, "/?#"), url + 7);
+	if (strncmp(url, "https://", 8) && !(http && (reg->insecure || mlfs_host_is_loopback(host))))
+		return mlfs_err_set(err, EPERM, "refusing to fetch a layer from %s: only https:// URLs "
+				    "(http:// with --insecure)", url);
+	struct mlfs_http_request req = { .url = url, .sink = sink, .priv = priv, .range_start = offset };
+	struct mlfs_http_response resp = { 0 };
+	int r = mlfs_http_send(reg->http, &req, &resp, err);
+	if (r == 0 && resp.status != 200 && resp.status != 206)
+		r = mlfs_err_set(err, resp.status == 404 ? ENOENT : EIO, "layer URL %s: HTTP %ld", url, resp.status);
+	mlfs_http_response_clear(&resp);
+	return r;
+}

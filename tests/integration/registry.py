@@ -141,12 +141,13 @@ class Registry:
     READY_TIMEOUT = 15.0
     START_ATTEMPTS = 3
 
-    def __init__(self, workdir, auth=None, users=None, token_issuer=None, tls=None):
+    def __init__(self, workdir, auth=None, users=None, token_issuer=None, tls=None, extra_config=()):
         self.workdir = workdir
         self.auth = auth
         self.users = dict(users or {"alice": "wonderland"})
         self.token_issuer = token_issuer
         self.tls = tls
+        self.extra_config = list(extra_config)  # top-level YAML lines, e.g. a validation: block
         self.storage = os.path.join(workdir, "storage")
         self.config_path = os.path.join(workdir, "config.yml")
         self.log_path = os.path.join(workdir, "registry.log")
@@ -219,6 +220,7 @@ class Registry:
             ]
         elif self.auth is not None:
             raise ValueError("unknown auth kind %r" % (self.auth,))
+        lines += self.extra_config
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
 
