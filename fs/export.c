@@ -11,7 +11,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "fs/layerload.h"
 #include "layers/layers.h"
 
 struct export {
@@ -32,30 +32,6 @@ struct export {
 	char *buf;
 	const char *where;     /* "stdout" or the -o file, for messages */
 };
-
-static int open_layer(struct export *x, size_t i, struct mlfs_err *err)
-{
-	const struct mlfs_descriptor *d = &x->img->manifest->layers[i];
-	struct mlfs_layer_opts o = {
-		.cache_dir = x->img->cache_dir,
-		.diff_id = x->img->config->diff_ids[i],
-		.blob_digest = d->digest,
-	};
-	int r = mlfs_layer_open_cached(&o, &x->layers[i], err);
-	if (r != -ENOENT)
-		return r;
-	_cleanup_free_ char *path = NULL;
-	r = mlfs_image_layer_blob(x->img, i, &path, err);
-	if (r < 0)
-		return r;
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return mlfs_err_set(err, errno, "layer %zu: %s: %s", i + 1, path, strerror(errno));
-	r = mlfs_layer_open_fd(fd, &o, &x->layers[i], err);
-	if (r < 0)
-		mlfs_err_wrap(err, "layer %zu of %s", i + 1, x->img->canonical);
-	return r;
-}
 
 /* "./a/b" for node; "." for the root. */
 static void node_path(const struct mlfs_tree *t, uint32_t node, char *out, size_t cap)
@@ -211,7 +187,7 @@ static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err
 	if (!x->layers)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	for (size_t i = 0; i < x->n_layers; i++)
-		if ((r = open_layer(x, i, err)) < 0)
+		if ((r = mlfs_image_layer_open(x->img, i, &x->layers[i], err)) < 0)
 			return r;
 	if ((r = mlfs_tree_merge(x->layers, x->n_layers, &x->tree, err)) < 0)
 		return r;
