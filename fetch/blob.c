@@ -42,6 +42,8 @@ struct blob_sink {
 	struct mlfs_hasher *hasher;
 	int64_t have;
 	int64_t size;
+	mlfs_sink_fn observe;  /* optional: sees every byte, in order */
+	void *priv;
 };
 
 static int blob_write(void *priv, const void *buf, size_t len)
@@ -62,7 +64,10 @@ static int blob_write(void *priv, const void *buf, size_t len)
 		left -= (size_t)n;
 	}
 	s->have += (int64_t)len;
-	return mlfs_hasher_update(s->hasher, buf, len);
+	int r = mlfs_hasher_update(s->hasher, buf, len);
+	if (r == 0 && s->observe)
+		r = s->observe(s->priv, buf, len);
+	return r;
 }
 
 /* Feeds the bytes a previous run left in the partial file to the hasher. */
@@ -82,13 +87,45 @@ static int rehash_partial(struct blob_sink *s)
 			return 0;
 		s->have += n;
 		int r = mlfs_hasher_update(s->hasher, buf, (size_t)n);
-		if (r < 0)
+		if (r == 0 && s->observe)
+			r = s->observe(s->priv, buf, (size_t)n);
+		if (r)
+			return r;
+	}
+}
+
+/* A blob found complete in the cache: the observer still gets every byte. */
+static int observe_file(const char *path, mlfs_sink_fn observe, void *priv)
+{
+	if (!observe)
+		return 0;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char buf[1 << 16];
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		int r = observe(priv, buf, (size_t)n);
+		if (r)
 			return r;
 	}
 }
 
 int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
 		    const char *cache_dir, char **blob_path, struct mlfs_err *err)
+{
+	return mlfs_blob_fetch_observed(reg, path, desc, cache_dir, NULL, NULL, blob_path, err);
+}
+
+int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+			     const char *cache_dir, mlfs_sink_fn observe, void *priv, char **blob_path,
+			     struct mlfs_err *err)
 {
 	if (mlfs_digest_validate(desc->digest) < 0)
 		return mlfs_err_set(err, EINVAL, "blob digest \"%s\" is not a sha256 digest", desc->digest);
@@ -101,11 +138,14 @@ int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct ml
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 
 	struct stat st;
+	int r;
 	if (stat(final, &st) == 0 && st.st_size == desc->size) {
+		if ((r = observe_file(final, observe, priv)) < 0)
+			return mlfs_err_set(err, -r, "cannot read the cached blob %s", final);
 		*blob_path = steal_pointer(&final);
-		return 0;
+		return r;
 	}
-	int r = mkdir_p(dir);
+	r = mkdir_p(dir);
 	if (r < 0)
 		return mlfs_err_set(err, -r, "cannot create the cache directory %s: %s", dir, strerror(-r));
 
@@ -116,23 +156,22 @@ int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct ml
 		return mlfs_err_set(err, errno, "cannot lock %s: %s", partial, strerror(errno));
 	/* Another process may have finished it while we waited for the lock. */
 	if (stat(final, &st) == 0 && st.st_size == desc->size) {
+		if ((r = observe_file(final, observe, priv)) < 0)
+			return mlfs_err_set(err, -r, "cannot read the cached blob %s", final);
 		*blob_path = steal_pointer(&final);
-		return 0;
+		return r;
 	}
 
-	struct blob_sink s = { .fd = fd, .size = desc->size };
+	struct blob_sink s = { .fd = fd, .size = desc->size, .observe = observe, .priv = priv };
 	r = mlfs_hasher_new(&s.hasher);
 	if (r < 0)
 		return mlfs_err_set(err, -r, "cannot hash");
-	r = rehash_partial(&s);
-	if (r == 0 && s.have > desc->size) {
-		/* Longer than the blob can be: not a prefix of it. */
-		mlfs_hasher_free(s.hasher);
-		s.have = 0;
-		r = mlfs_hasher_new(&s.hasher);
-		if (r == 0 && ftruncate(fd, 0) < 0)
-			r = -errno;
-	}
+	/* A partial file longer than the blob can be is not a prefix of it:
+	 * start over, before the observer sees any of it. */
+	if (fstat(fd, &st) < 0 || (st.st_size > desc->size && ftruncate(fd, 0) < 0))
+		r = -errno;
+	if (r == 0)
+		r = rehash_partial(&s);
 	if (r < 0) {
 		mlfs_hasher_free(s.hasher);
 		return mlfs_err_set(err, -r, "cannot read the partial download %s", partial);

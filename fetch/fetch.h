@@ -220,6 +220,13 @@ char *mlfs_cache_dir_default(const char *option);
  * download resumes with Range; a mismatch leaves nothing behind (-EBADMSG). */
 int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
 		    const char *cache_dir, char **blob_path, struct mlfs_err *err);
+/* The same, and every byte of the blob, in order from the first, is also
+ * handed to observe() as it arrives (bytes already cached or left by an
+ * earlier partial download included), so a consumer can decompress while
+ * the download runs.  observe() returning non-zero aborts the download. */
+int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+			     const char *cache_dir, mlfs_sink_fn observe, void *priv, char **blob_path,
+			     struct mlfs_err *err);
 
 /* ---- one resolved image (image.c) -------------------------------------- */
 
@@ -253,3 +260,6 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,
 void mlfs_image_free(struct mlfs_image *img);
 /* Fetches (or finds cached) layer i's compressed blob; path malloc'd. */
 int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err);
+/* The same, with every byte also handed to observe() (see mlfs_blob_fetch_observed). */
+int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_fn observe, void *priv,
+				   char **blob_path, struct mlfs_err *err);

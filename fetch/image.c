@@ -171,6 +171,12 @@ void mlfs_image_free(struct mlfs_image *img)
 
 int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err)
 {
+	return mlfs_image_layer_blob_observed(img, i, NULL, NULL, blob_path, err);
+}
+
+int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_fn observe, void *priv,
+				   char **blob_path, struct mlfs_err *err)
+{
 	if (i >= img->manifest->n_layers)
 		return mlfs_err_set(err, EINVAL, "no layer %zu", i);
 	const struct mlfs_descriptor *d = &img->manifest->layers[i];
@@ -179,15 +185,14 @@ int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, st
 		struct stat st;
 		if (asprintf(&path, "%s/blobs/sha256/%s", img->cache_dir, d->digest + strlen("sha256:")) < 0)
 			return mlfs_err_set(err, ENOMEM, "out of memory");
-		if (stat(path, &st) < 0 || st.st_size != d->size) {
-			free(path);
+		bool cached = stat(path, &st) == 0 && st.st_size == d->size;
+		free(path);
+		if (!cached)
 			return mlfs_err_set(err, ENOENT, "layer %zu (%s) of %s is not in the cache %s: run once "
 					    "without offline", i + 1, d->digest, img->canonical, img->cache_dir);
-		}
-		*blob_path = path;
-		return 0;
+		/* Cached: the fetch below reads it from there, without the network. */
 	}
-	int r = mlfs_blob_fetch(img->reg, img->ref.path, d, img->cache_dir, blob_path, err);
+	int r = mlfs_blob_fetch_observed(img->reg, img->ref.path, d, img->cache_dir, observe, priv, blob_path, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;

@@ -1,10 +1,97 @@
+/* One image layer, ready to read: where fetch/ meets layers/.
+ *
+ * A layer indexed before is opened from its cached index: no network, no
+ * decompression.  Otherwise the blob is downloaded and indexed at the same
+ * time: the download hands every byte to a pipe, and an indexer thread
+ * decompresses from the other end as bytes arrive, so decompression (the
+ * slower half, FIELD-NOTES) starts with the first bytes, not after the
+ * last.  The pipe's fixed size is the back-pressure: the download never
+ * runs more than a pipe's worth ahead, and no layer is held in memory.
+ * Both sides verify the blob digest; the download's error, if any, is the
+ * one reported, since it says why the indexer's stream ended early. */
 #include "fs/layerload.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/log.h"
+
+#define PIPE_BYTES (1 << 20)
+
+struct indexer {
+	int fd;
+	const struct mlfs_layer_opts *opts;
+	struct mlfs_layer *layer;
+	struct mlfs_err err;
+	int r;
+};
+
+static void *index_thread(void *arg)
+{
+	struct indexer *x = arg;
+	x->r = mlfs_layer_open_fd(x->fd, x->opts, &x->layer, &x->err);
+	/* Closing our end makes a download still writing fail with EPIPE
+	 * instead of blocking forever on a pipe nobody reads. */
+	close(x->fd);
+	return NULL;
+}
+
+static int to_pipe(void *priv, const void *buf, size_t len)
+{
+	int fd = *(int *)priv;
+	const char *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int fetch_and_index(struct mlfs_image *img, size_t i, const struct mlfs_layer_opts *o,
+			   struct mlfs_layer **out, struct mlfs_err *err)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return mlfs_err_set(err, errno, "cannot create a pipe: %s", strerror(errno));
+	(void)fcntl(fds[1], F_SETPIPE_SZ, PIPE_BYTES);
+	struct indexer x = { .fd = fds[0], .opts = o };
+	pthread_t tid;
+	if (pthread_create(&tid, NULL, index_thread, &x) != 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return mlfs_err_set(err, EAGAIN, "cannot start an indexer thread");
+	}
+	_cleanup_free_ char *path = NULL;
+	int wfd = fds[1];
+	int r = mlfs_image_layer_blob_observed(img, i, to_pipe, &wfd, &path, err);
+	close(wfd); /* end of stream for the indexer */
+	pthread_join(tid, NULL);
+	if (r == -EPIPE && x.r < 0) {
+		/* The indexer gave up first (a malformed layer): its reason is the real one. */
+		*err = x.err;
+		return x.r;
+	}
+	if (r < 0) {
+		mlfs_layer_free(x.layer);
+		return r;
+	}
+	if (x.r < 0) {
+		*err = x.err;
+		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
+		return x.r;
+	}
+	*out = x.layer;
+	return 0;
+}
 
 int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **out, struct mlfs_err *err)
 {
@@ -17,15 +104,6 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 	int r = mlfs_layer_open_cached(&o, out, err);
 	if (r != -ENOENT)
 		return r;
-	_cleanup_free_ char *path = NULL;
-	r = mlfs_image_layer_blob(img, i, &path, err);
-	if (r < 0)
-		return r;
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return mlfs_err_set(err, errno, "layer %zu: %s: %s", i + 1, path, strerror(errno));
-	r = mlfs_layer_open_fd(fd, &o, out, err);
-	if (r < 0)
-		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
-	return r;
+	log_debug(MLFS_AREA_LAYERS, "indexing layer %zu (%s) while it downloads", i + 1, d->digest);
+	return fetch_and_index(img, i, &o, out, err);
 }

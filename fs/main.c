@@ -1,5 +1,6 @@
 /* mlfs: subcommand dispatch.  Installed also as mount.mlfs, mount(8)'s
  * helper name, which the argv[0] check routes to the mount command. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <curl/curl.h>
@@ -31,6 +32,9 @@ static int usage(FILE *f)
 int main(int argc, char **argv)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	/* Writes to a closed pipe or socket must fail with EPIPE, not kill us
+	 * (layer streaming, `export | head`). */
+	signal(SIGPIPE, SIG_IGN);
 	const char *base = strrchr(argv[0], '/');
 	base = base ? base + 1 : argv[0];
 	if (!strcmp(base, "mount.mlfs"))
