@@ -149,11 +149,28 @@ int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const 
 	if (r < 0)
 		return mlfs_err_set(err, -r, "cannot create the cache directory %s: %s", dir, strerror(-r));
 
-	_cleanup_close_ int fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return mlfs_err_set(err, errno, "cannot write to the cache %s: %s", partial, strerror(errno));
-	if (flock(fd, LOCK_EX) < 0)
-		return mlfs_err_set(err, errno, "cannot lock %s: %s", partial, strerror(errno));
+	/* The lock is on the inode, but rename and unlink go by name: a holder
+	 * that finished (renamed) or gave up (unlinked) leaves us locking a file
+	 * no longer called <hex>.partial.  Only the inode still under that name
+	 * is ours to continue; otherwise open again. */
+	_cleanup_close_ int fd = -1;
+	for (int tries = 0;; tries++) {
+		fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0)
+			return mlfs_err_set(err, errno, "cannot write to the cache %s: %s", partial, strerror(errno));
+		if (flock(fd, LOCK_EX) < 0)
+			return mlfs_err_set(err, errno, "cannot lock %s: %s", partial, strerror(errno));
+		struct stat named, held;
+		if (fstat(fd, &held) == 0 && stat(partial, &named) == 0 && held.st_dev == named.st_dev &&
+		    held.st_ino == named.st_ino)
+			break;
+		close(fd);
+		fd = -1;
+		if (stat(final, &st) == 0 && st.st_size == desc->size)
+			break; /* finished by the holder: taken below */
+		if (tries >= 8)
+			return mlfs_err_set(err, EBUSY, "%s keeps changing under us: another process?", partial);
+	}
 	/* Another process may have finished it while we waited for the lock. */
 	if (stat(final, &st) == 0 && st.st_size == desc->size) {
 		if ((r = observe_file(final, observe, priv)) < 0)
@@ -161,6 +178,9 @@ int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const 
 		*blob_path = steal_pointer(&final);
 		return r;
 	}
+
+	if (fd < 0)
+		return mlfs_err_set(err, EBUSY, "%s vanished from the cache while we waited", final);
 
 	struct blob_sink s = { .fd = fd, .size = desc->size, .observe = observe, .priv = priv };
 	r = mlfs_hasher_new(&s.hasher);
@@ -203,14 +223,16 @@ int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const 
 		r = mlfs_hasher_final(s.hasher, got);
 	mlfs_hasher_free(s.hasher);
 
-	if (r == -EBADMSG || (r == 0 && (s.have != desc->size || strcmp(got, desc->digest)))) {
+	if (r == 0 && s.have < desc->size) {
+		/* A clean but short answer: what we have may still be a good prefix. */
+		return mlfs_err_set(err, EIO, "blob %s ended after %lld of %lld bytes: run again to resume",
+				    desc->digest, (long long)s.have, (long long)desc->size);
+	}
+	if (r == -EBADMSG || (r == 0 && strcmp(got, desc->digest))) {
 		unlink(partial);
-		if (r == -EBADMSG || s.have > desc->size)
+		if (r == -EBADMSG)
 			return mlfs_err_set(err, EBADMSG, "blob %s is larger than the %lld bytes the manifest says",
 					    desc->digest, (long long)desc->size);
-		if (s.have != desc->size)
-			return mlfs_err_set(err, EBADMSG, "blob %s ended after %lld of %lld bytes", desc->digest,
-					    (long long)s.have, (long long)desc->size);
 		return mlfs_err_set(err, EBADMSG, "digest mismatch for blob %s: got %s: the registry served "
 				    "corrupt data; nothing was cached", desc->digest, got);
 	}

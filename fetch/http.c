@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -55,9 +56,12 @@ static int read_file_append(const char *path, char **buf, size_t *len)
 		*buf = nb;
 		memcpy(*buf + *len, chunk, n);
 		*len += n;
+		(*buf)[*len] = '\0';
 	}
-	(*buf)[(*len)++] = '\n';
-	(*buf)[*len] = '\0';
+	if (*buf) {
+		(*buf)[(*len)++] = '\n'; /* room reserved above */
+		(*buf)[*len] = '\0';
+	}
 	return 0;
 }
 
@@ -67,6 +71,7 @@ int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out)
 	struct mlfs_http *h = calloc(1, sizeof *h);
 	if (!h)
 		return -ENOMEM;
+	pthread_mutex_init(&h->lock, NULL);
 	h->opts = *opts;
 	h->opts.ca_pem = NULL;
 	if (!h->opts.connect_timeout_s)
@@ -93,7 +98,6 @@ int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out)
 		memcpy(h->ca_blob + h->ca_blob_len, opts->ca_pem, n + 1);
 		h->ca_blob_len += n;
 	}
-	pthread_mutex_init(&h->lock, NULL);
 	*out = h;
 	return 0;
 }
@@ -120,15 +124,13 @@ static CURL *handle_take(struct mlfs_http *h)
 	if (h->n_pool)
 		c = h->pool[--h->n_pool];
 	pthread_mutex_unlock(&h->lock);
-	if (c)
-		curl_easy_reset(c);
-	else
-		c = curl_easy_init();
-	return c;
+	return c ? c : curl_easy_init();
 }
 
 static void handle_give(struct mlfs_http *h, CURL *c)
 {
+	/* Drop pointers to this request's stack and headers; connections stay. */
+	curl_easy_reset(c);
 	pthread_mutex_lock(&h->lock);
 	if (h->n_pool < sizeof h->pool / sizeof h->pool[0]) {
 		h->pool[h->n_pool++] = c;
@@ -382,7 +384,7 @@ static void backoff_sleep(int attempt, long retry_after_s)
 }
 
 static void setup_handle(struct mlfs_http *h, CURL *c, struct xfer *x, const char *url,
-			 struct curl_slist *headers, char *errbuf)
+			 struct curl_slist *headers, char *errbuf, bool same_origin)
 {
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
@@ -400,7 +402,9 @@ static void setup_handle(struct mlfs_http *h, CURL *c, struct xfer *x, const cha
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
-	if (!h->opts.verify_tls) {
+	/* "insecure" and the client certificate are for the registry itself,
+	 * as in Docker: not for token realms, redirect targets or layer URLs. */
+	if (!h->opts.verify_tls && same_origin) {
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
@@ -408,40 +412,55 @@ static void setup_handle(struct mlfs_http *h, CURL *c, struct xfer *x, const cha
 		struct curl_blob blob = { h->ca_blob, h->ca_blob_len, CURL_BLOB_NOCOPY };
 		curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
 	}
-	if (h->opts.client_cert)
+	if (h->opts.client_cert && same_origin)
 		curl_easy_setopt(c, CURLOPT_SSLCERT, h->opts.client_cert);
-	if (h->opts.client_key)
+	if (h->opts.client_key && same_origin)
 		curl_easy_setopt(c, CURLOPT_SSLKEY, h->opts.client_key);
 	if (x->req->post_form)
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->req->post_form);
 }
 
 /* One hop: perform the request once.  Returns the curl code. */
+static struct curl_slist *add_header(struct curl_slist *list, const char *name, const char *value)
+{
+	char *line = NULL;
+	if (asprintf(&line, "%s: %s", name, value) < 0)
+		return list;
+	struct curl_slist *n = curl_slist_append(list, line);
+	OPENSSL_cleanse(line, strlen(line));
+	free(line);
+	return n ? n : list;
+}
+
+static void free_headers(struct curl_slist *list)
+{
+	for (struct curl_slist *l = list; l; l = l->next)
+		OPENSSL_cleanse(l->data, strlen(l->data)); /* a token may be in there */
+	curl_slist_free_all(list);
+}
+
 static CURLcode perform_hop(struct mlfs_http *h, CURL *c, struct xfer *x, const char *url,
-			    bool send_auth, char *errbuf)
+			    bool same_origin, char *errbuf)
 {
 	struct curl_slist *headers = NULL;
-	char line[8192];
-	if (x->req->accept) {
-		snprintf(line, sizeof line, "Accept: %s", x->req->accept);
-		headers = curl_slist_append(headers, line);
-	}
-	if (send_auth && x->req->authorization) {
-		snprintf(line, sizeof line, "Authorization: %s", x->req->authorization);
-		headers = curl_slist_append(headers, line);
-	}
+	char range[64];
+	if (x->req->accept)
+		headers = add_header(headers, "Accept", x->req->accept);
+	if (same_origin && x->req->authorization)
+		headers = add_header(headers, "Authorization", x->req->authorization);
 	if (x->want_from > 0) {
-		snprintf(line, sizeof line, "Range: bytes=%lld-", (long long)x->want_from);
-		headers = curl_slist_append(headers, line);
+		snprintf(range, sizeof range, "bytes=%lld-", (long long)x->want_from);
+		headers = add_header(headers, "Range", range);
 	}
 	errbuf[0] = '\0';
 	x->status_known = false;
 	x->status = 0;
 	x->skip = 0;
-	setup_handle(h, c, x, url, headers, errbuf);
+	setup_handle(h, c, x, url, headers, errbuf, same_origin);
 	CURLcode cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
-	curl_slist_free_all(headers);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+	free_headers(headers);
 	return cc;
 }
 
@@ -464,11 +483,13 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		CURLcode cc = CURLE_OK;
 		int hops = 0;
 		mlfs_http_response_clear(resp);
+		bool same = true;
 		for (;;) {
 			char here[1024];
-			bool same = url_origin(url, here, sizeof here) == 0 && !strcmp(here, origin);
-			log_debug(MLFS_AREA_FETCH, "%s %s%s", req->post_form ? "POST" : "GET", url,
-				  same && req->authorization ? " (with credentials)" : "");
+			same = url_origin(url, here, sizeof here) == 0 && !strcmp(here, origin);
+			/* Only the path: a redirect target's query may carry a signature. */
+			log_debug(MLFS_AREA_FETCH, "%s %.*s%s", req->post_form ? "POST" : "GET", (int)strcspn(url, "?"),
+				  url, same && req->authorization ? " (with credentials)" : "");
 			cc = perform_hop(h, c, &x, url, same, errbuf);
 			if (cc != CURLE_OK || x.status < 300 || x.status >= 400 || !x.location)
 				break;
@@ -483,7 +504,18 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 			}
 			free(url);
 			url = next;
+			/* A form carries secrets (a refresh token): it goes nowhere else. */
+			if (req->post_form && (url_origin(url, here, sizeof here) < 0 || strcmp(here, origin))) {
+				r = mlfs_err_set(err, EPERM, "%s redirected a token request to another host: refused",
+						 req->url);
+				goto out;
+			}
 			mlfs_http_response_clear(resp);
+		}
+		/* A challenge from a redirect target is not the registry's to give. */
+		if (!same) {
+			free(resp->www_authenticate);
+			resp->www_authenticate = NULL;
 		}
 		if (x.sink_error) {
 			r = x.sink_error;
@@ -516,6 +548,7 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		break;
 	}
 out:
+	resp->delivered = x.want_from - req->range_start;
 	free(x.location);
 	handle_give(h, c);
 	return r;
@@ -543,4 +576,22 @@ bool mlfs_host_is_loopback(const char *hostport)
 	char tail;
 	return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) == 4 && a == 127 && b < 256 &&
 	       c < 256 && d < 256;
+}
+
+int mlfs_url_scheme_host(const char *url, char *scheme, size_t slen, char *host, size_t hlen)
+{
+	CURLU *u = curl_url();
+	char *sc = NULL, *h = NULL;
+	int r = -EINVAL;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &sc, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK) {
+		snprintf(scheme, slen, "%s", sc);
+		snprintf(host, hlen, "%s", h);
+		r = 0;
+	}
+	curl_free(sc);
+	curl_free(h);
+	curl_url_cleanup(u);
+	return r;
 }

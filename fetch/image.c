@@ -96,8 +96,12 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 		goto fail;
 	img->canonical = mlfs_ref_canonical(&img->ref);
 	img->cache_dir = mlfs_cache_dir_default(opts->cache_dir);
-	if (!img->canonical || !img->cache_dir) {
+	if (!img->canonical) {
 		r = mlfs_err_set(err, ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (!img->cache_dir) {
+		r = mlfs_err_set(err, ENOENT, "cannot tell where the cache should be: set MLFS_CACHE or use --cache");
 		goto fail;
 	}
 	r = opts->platform ? mlfs_platform_parse(opts->platform, &img->want, err) : mlfs_platform_host(&img->want);

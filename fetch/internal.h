@@ -43,6 +43,7 @@ struct mlfs_http_response {
 	char *docker_digest;      /* Docker-Content-Digest */
 	char *body;               /* buffered body; for status >= 400 the error body (capped) */
 	size_t body_len;
+	off_t delivered;          /* bytes handed to the sink, across retries */
 };
 
 /* 0 with any HTTP status in resp (the caller maps statuses); -errno + err on
@@ -51,6 +52,8 @@ int mlfs_http_send(struct mlfs_http *http, const struct mlfs_http_request *req,
 		   struct mlfs_http_response *resp, struct mlfs_err *err);
 void mlfs_http_response_clear(struct mlfs_http_response *resp);
 
+/* Scheme and host (no port, IPv6 with brackets) of a URL, as curl parses it. */
+int mlfs_url_scheme_host(const char *url, char *scheme, size_t slen, char *host, size_t hlen);
 /* Whether a host ("127.0.0.1:5000", "[::1]:5000", "localhost") is loopback by name. */
 bool mlfs_host_is_loopback(const char *hostport);
 

@@ -35,14 +35,15 @@ static int mkdir_parents(char *path)
 static int write_atomic(const char *path, const void *buf, size_t len)
 {
 	_cleanup_free_ char *dup = strdup(path), *tmp = NULL;
-	if (!dup || asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+	if (!dup || asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
 		return -ENOMEM;
 	int r = mkdir_parents(dup);
 	if (r < 0)
 		return r;
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	(void)fchmod(fd, 0644);
 	const char *p = buf;
 	while (len) {
 		ssize_t n = write(fd, p, len);
@@ -56,7 +57,9 @@ static int write_atomic(const char *path, const void *buf, size_t len)
 		p += n;
 		len -= (size_t)n;
 	}
-	if (rename(tmp, path) < 0) {
+	/* Durable before it is named: a crash must not leave a short file
+	 * under a digest's name. */
+	if (fsync(fd) < 0 || rename(tmp, path) < 0) {
 		r = -errno;
 		unlink(tmp);
 		return r;

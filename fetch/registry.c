@@ -49,8 +49,9 @@ static void load_certs_dir(const char *dir, char **ca_pem, size_t *ca_len, char 
 		if (n > 4 && !strcmp(de->d_name + n - 4, ".crt")) {
 			_cleanup_fclose_ FILE *f = fopen(path, "re");
 			char buf[8192];
-			size_t got;
+			size_t got, before = *ca_len;
 			while (f && (got = fread(buf, 1, sizeof buf, f)) > 0) {
+				/* +2: the separating newline and the NUL. */
 				char *nb = realloc(*ca_pem, *ca_len + got + 2);
 				if (!nb)
 					break;
@@ -59,11 +60,11 @@ static void load_certs_dir(const char *dir, char **ca_pem, size_t *ca_len, char 
 				*ca_len += got;
 				(*ca_pem)[*ca_len] = '\0';
 			}
-			if (*ca_pem) {
+			if (*ca_len > before) {
 				(*ca_pem)[(*ca_len)++] = '\n';
 				(*ca_pem)[*ca_len] = '\0';
+				log_debug(MLFS_AREA_FETCH, "trusting CA %s", path);
 			}
-			log_debug(MLFS_AREA_FETCH, "trusting CA %s", path);
 		} else if (n > 5 && !strcmp(de->d_name + n - 5, ".cert") && !*cert) {
 			char keypath[4096];
 			snprintf(keypath, sizeof keypath, "%s/%.*s.key", dir, (int)(n - 5), de->d_name);
@@ -154,15 +155,29 @@ void mlfs_fetched_clear(struct mlfs_fetched *f)
 /* The credentials for this registry, looked up once. */
 static int registry_creds(struct mlfs_registry *reg, struct mlfs_creds *out, struct mlfs_err *err)
 {
-	int r = 0;
 	pthread_mutex_lock(&reg->lock);
-	if (!reg->creds_loaded) {
-		r = mlfs_creds_lookup(reg->domain, &reg->creds, err);
-		reg->creds_loaded = r == 0;
-	}
-	*out = reg->creds; /* shallow: owned by reg, which outlives the request */
+	bool loaded = reg->creds_loaded;
 	pthread_mutex_unlock(&reg->lock);
-	return r;
+	if (!loaded) {
+		/* A credential helper may take seconds: not under the lock.  Two
+		 * threads may both ask it; the first answer is kept. */
+		struct mlfs_creds c = { 0 };
+		int r = mlfs_creds_lookup(reg->domain, &c, err);
+		if (r < 0)
+			return r;
+		pthread_mutex_lock(&reg->lock);
+		if (!reg->creds_loaded) {
+			reg->creds = c;
+			reg->creds_loaded = true;
+			memset(&c, 0, sizeof c);
+		}
+		pthread_mutex_unlock(&reg->lock);
+		mlfs_creds_clear(&c);
+	}
+	pthread_mutex_lock(&reg->lock);
+	*out = reg->creds; /* shallow: owned by reg, never changed once loaded */
+	pthread_mutex_unlock(&reg->lock);
+	return 0;
 }
 
 /* Authorization for the next request, from what the registry said last. */
@@ -250,6 +265,9 @@ static int registry_send(struct mlfs_registry *reg, const char *repo, const char
 	int r = auth_header(reg, scope, false, &hdr, err);
 	if (r < 0)
 		return r;
+	/* A sink already fed by an earlier round (a token that expired in the
+	 * middle of a download) continues where it stopped. */
+	off_t base = req->range_start, got = 0;
 	for (int round = 0;; round++) {
 		char url[4096];
 		pthread_mutex_lock(&reg->lock);
@@ -257,7 +275,9 @@ static int registry_send(struct mlfs_registry *reg, const char *repo, const char
 		pthread_mutex_unlock(&reg->lock);
 		req->url = url;
 		req->authorization = hdr;
+		req->range_start = base + got;
 		r = mlfs_http_send(reg->http, req, resp, err);
+		got += resp->delivered;
 		if (r == -ECONNABORTED && reg->insecure && round == 0) {
 			/* Docker's rule for insecure registries: HTTPS first, then plain HTTP. */
 			pthread_mutex_lock(&reg->lock);
@@ -412,11 +432,11 @@ int mlfs_registry_get_url(struct mlfs_registry *reg, const char *url, off_t offs
 {
 	/* A foreign layer's URL is another server: no registry credentials go there. */
 	/* The same rule as for registries: plain HTTP only to loopback or when insecure. */
-	bool http = !strncmp(url, "http://", 7);
-	char host[256] = "";
-	if (http)
-		snprintf(host, sizeof host, "%.*s", (int)strcspn(url + 7, "/?#"), url + 7);
-	if (strncmp(url, "https://", 8) && !(http && (reg->insecure || mlfs_host_is_loopback(host))))
+	char scheme[16], host[256];
+	if (mlfs_url_scheme_host(url, scheme, sizeof scheme, host, sizeof host) < 0)
+		return mlfs_err_set(err, EINVAL, "layer URL \"%s\" is not a URL", url);
+	bool http = !strcmp(scheme, "http");
+	if (strcmp(scheme, "https") && !(http && (reg->insecure || mlfs_host_is_loopback(host))))
 		return mlfs_err_set(err, EPERM, "refusing to fetch a layer from %s: only https:// URLs "
 				    "(http:// with --insecure)", url);
 	struct mlfs_http_request req = { .url = url, .sink = sink, .priv = priv, .range_start = offset };

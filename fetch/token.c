@@ -78,11 +78,15 @@ static void cache_store(struct mlfs_token_cache *tc, const char *key, const char
 			e = &tc->entries[i];
 	if (!e) {
 		struct token_entry *ne = realloc(tc->entries, (tc->n + 1) * sizeof *ne);
-		if (ne) {
+		char *k = strdup(key);
+		if (ne)
 			tc->entries = ne;
+		if (ne && k) {
 			e = &ne[tc->n++];
-			e->key = strdup(key);
+			e->key = k;
 			e->header = NULL;
+		} else {
+			free(k);
 		}
 	}
 	if (e) {

@@ -96,15 +96,13 @@ static int build_view(struct mlfs_view *v, struct mlfs_err *err)
 	if (!v->inode_node)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	size_t n = mlfs_tree_count(v->tree);
-	for (uint32_t node = 0; node < n; node++) {
+	/* In reverse, so a hardlinked inode maps to its first name. */
+	for (uint32_t node = (uint32_t)n; node-- > 0;) {
 		uint32_t ino = mlfs_tree_inode(v->tree, node);
 		if (ino >= v->n_inodes)
 			return mlfs_err_set(err, EIO, "merged tree: inode %u out of range", ino);
 		v->inode_node[ino] = node;
 	}
-	/* Lowest node wins for hardlinks: repeat in reverse so the first name is kept. */
-	for (uint32_t node = (uint32_t)n; node-- > 0;)
-		v->inode_node[mlfs_tree_inode(v->tree, node)] = node;
 	for (size_t ino = 0; ino < v->n_inodes; ino++) {
 		struct mlfs_entry e;
 		mlfs_tree_entry(v->tree, v->inode_node[ino], &e, NULL, NULL);
@@ -254,17 +252,24 @@ int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, con
 	return r;
 }
 
-void loader_free(struct loader *l)
+int loader_free(struct loader *l)
 {
 	if (!l)
-		return;
+		return 0;
 	pthread_mutex_lock(&l->lock);
-	bool join = l->thread_running;
+	bool running = l->state == LOAD_RUNNING, join = l->thread_running;
 	pthread_mutex_unlock(&l->lock);
+	if (running) {
+		/* A download cannot be cancelled mid-transfer; at unmount the
+		 * process is about to exit anyway, so leave it rather than wait. */
+		log_info(MLFS_AREA_FS, "%s: unmounted while layers were still loading", l->img->canonical);
+		return -EBUSY;
+	}
 	if (join)
 		pthread_join(l->thread, NULL);
 	view_free(atomic_load(&l->view));
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);
 	free(l);
+	return 0;
 }

@@ -21,8 +21,9 @@ struct mlfs_view {
 struct loader;
 
 int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, struct loader **out);
-/* Stops (waiting for a load under way to end) and frees everything. */
-void loader_free(struct loader *l);
+/* Frees everything; -EBUSY (and nothing freed, the image included, which
+ * the loading threads still use) when a load is under way: for exit paths. */
+int loader_free(struct loader *l);
 /* Starts loading if nothing is loaded or loading (also after a failure). */
 void loader_start(struct loader *l);
 /* The view if published, else NULL; never blocks. */

@@ -9,6 +9,7 @@
 #include "fs/fs.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,6 @@ static int fuse_argv(const struct mount_opts *o, struct fuse_args *args)
 		 o->allow_other ? ",allow_other" : "", o->suid ? ",suid" : ",nosuid", o->dev ? ",dev" : ",nodev");
 	if (fuse_opt_add_arg(args, "mlfs") < 0 || fuse_opt_add_arg(args, "-o") < 0 ||
 	    fuse_opt_add_arg(args, opts) < 0)
-		return -ENOMEM;
-	if (o->debug && o->debug_areas && strstr(o->debug_areas, "fuse") && fuse_opt_add_arg(args, "-d") < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -68,10 +67,15 @@ static int serve(struct mlfs_fs *fs, const struct mount_opts *o, struct mlfs_err
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
 	fuse_loop_cfg_set_max_threads(cfg, 32);
+	fs->se = se;
 	r = fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
+	/* libfuse "restores" the SIGPIPE disposition it found, which main()
+	 * had set to ignore; a loader still writing to a pipe must not die. */
+	signal(SIGPIPE, SIG_IGN);
+	fs->se = NULL;
 	fuse_session_destroy(se);
 	return r < 0 ? mlfs_err_set(err, -r, "the FUSE session ended with an error") : 0;
 }
@@ -109,8 +113,8 @@ int mlfs_cmd_mount(int argc, char **argv)
 		mlfs_err_set(&err, -r, "out of memory");
 	if (r == 0)
 		r = serve(&fs, &o, &err);
-	loader_free(fs.loader);
-	mlfs_image_free(fs.img);
+	if (loader_free(fs.loader) == 0)
+		mlfs_image_free(fs.img);
 	mount_opts_clear(&o);
 	return r < 0 ? cli_fail(&err) : 0;
 }

@@ -8,7 +8,8 @@
  * read-only, per-user FUSE filesystem. */
 static const char *const ignored[] = {
 	"defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev",
-	"nofail", "ro", "nosuid", "nodev", "exec", "noexec", "atime", "noatime", "relatime",
+	/* mount(8) always passes rw or ro; the mount is read-only either way. */
+	"nofail", "ro", "rw", "nosuid", "nodev", "exec", "noexec", "atime", "noatime", "relatime",
 	"nodiratime", "sync", "async", "loud", "silent", NULL,
 };
 
@@ -68,8 +69,6 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		o->suid = true;
 	else if (KEY("dev"))
 		o->dev = true;
-	else if (KEY("rw"))
-		return mlfs_err_set(err, EROFS, "option rw: mlfs mounts are always read-only");
 	else {
 		for (const char *const *p = ignored; *p; p++)
 			if (KEY(*p))

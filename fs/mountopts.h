@@ -27,7 +27,7 @@ struct mount_opts {
 
 /* Parses `SPEC DIR [-o opts]... [-f] [-d] [-n] [-s] [-v]` (argv[0] is the
  * command name).  Options mount(8) and fstab add that mean nothing here
- * (defaults, noauto, _netdev, x-*, ...) are accepted and ignored; unknown
- * ones and `rw` are errors. */
+ * (defaults, noauto, _netdev, x-*, rw, ...) are accepted and ignored;
+ * unknown ones are errors. */
 int mount_opts_parse(int argc, char **argv, struct mount_opts *out, struct mlfs_err *err);
 void mount_opts_clear(struct mount_opts *o);

@@ -25,23 +25,27 @@
 
 #include "common/log.h"
 
-#define FOREVER 86400.0 * 365 /* the image never changes under the mount */
+#define FOREVER (86400.0 * 365) /* the image never changes under the mount */
 
 static struct mlfs_fs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
 
-static bool req_interrupted(void *priv)
+/* A wait for the layers ends when the request is interrupted or the
+ * session is shutting down (unmount must not wait for a slow download). */
+static bool req_cancelled(void *priv)
 {
-	return fuse_req_interrupted(priv) != 0;
+	fuse_req_t req = priv;
+	struct mlfs_fs *fs = fs_of(req);
+	return fuse_req_interrupted(req) || (fs->se && fuse_session_exited(fs->se));
 }
 
 /* The view, waiting for it if needed; replies with the error itself. */
 static const struct mlfs_view *view_or_reply(fuse_req_t req)
 {
 	const struct mlfs_view *v;
-	int r = loader_wait(fs_of(req)->loader, req_interrupted, req, &v);
+	int r = loader_wait(fs_of(req)->loader, req_cancelled, req, &v);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return NULL;

@@ -73,7 +73,7 @@ class FaultProxy:
         self.upstream = upstream
         self.seen = []
         self._lock = threading.Lock()
-        self._faults = []      # [regex, status, headers, remaining]
+        self._faults = []      # [regex, status, headers, remaining, pass first N]
         self._cuts = []        # [regex, nbytes, remaining]
         self._redirect = None  # (regex, base_url)
         self._store = None     # callable(path) -> bytes|None, when acting as a blob store
@@ -90,9 +90,11 @@ class FaultProxy:
         self.httpd.server_close()
 
     # --- faults -----------------------------------------------------------
-    def fail(self, pattern, status, times=1, headers=None):
+    def fail(self, pattern, status, times=1, headers=None, after=0):
+        """Answer `status` to `times` requests matching pattern, once `after`
+        matching ones went through untouched."""
         with self._lock:
-            self._faults.append([re.compile(pattern), status, headers or {}, times])
+            self._faults.append([re.compile(pattern), status, headers or {}, times, after])
 
     def cut(self, pattern, nbytes, times=1):
         with self._lock:
@@ -119,6 +121,9 @@ class FaultProxy:
             fault = None
             for f in self._faults:
                 if f[3] > 0 and f[0].search(h.path):
+                    if f[4] > 0:
+                        f[4] -= 1
+                        continue
                     f[3] -= 1
                     fault = f
                     break

@@ -151,3 +151,29 @@ def test_http_proxy_environment_is_honoured(mlfs, proxy, demo):
     assert_ok(r)
     assert any(q["path"].startswith("http://" + demo.host + "/v2/demo/manifests/latest")
                for q in proxy.seen), proxy.seen
+
+
+def test_token_renewed_mid_download_keeps_the_offset(mlfs, mlfs_env, bearer):
+    """The download drops, and the retry is refused (the token expired):
+    after renewing the token the next request still asks only for the rest."""
+    reg = bearer.registry
+    front = FaultProxy(("127.0.0.1", reg.port))
+    try:
+        layer = biggest_layer(Images.by_platform(bearer.index, "linux/arm64/v8"))
+        cut = layer["size"] // 2
+        front.cut(r"/blobs/" + layer["digest"], cut)
+        challenge = 'Bearer realm="%s",service="%s",scope="repository:public/demo:pull"' % (
+            bearer.issuer.realm, bearer.issuer.service)
+        # The first GET is cut; the retry (with Range) gets the 401.
+        front.fail(r"/blobs/" + layer["digest"], 401, headers={"WWW-Authenticate": challenge}, times=1,
+                   after=1)
+        r = mlfs("pull", "--platform", "linux/arm64", front.host + "/public/demo:latest")
+        assert_ok(r)
+        gets = front.requests(r"/blobs/" + layer["digest"])
+        ranges = [g["headers"].get("range") for g in gets]
+        assert ranges == [None, "bytes=%d-" % cut, "bytes=%d-" % cut], ranges
+        with open(cache_blob_path(mlfs_env, layer["digest"]), "rb") as f, \
+                open(reg.blob_data_path(layer["digest"]), "rb") as g:
+            assert f.read() == g.read()
+    finally:
+        front.close()
