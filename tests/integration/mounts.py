@@ -77,8 +77,15 @@ def proc_mounts():
     return out
 
 
+def real_path(path):
+    """realpath() that never touches `path` itself, only its parent: a stat
+    of a mountpoint whose daemon is stuck would hang."""
+    path = os.path.abspath(path).rstrip("/") or "/"
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 def mounts_at(path):
-    real = os.path.realpath(path)
+    real = real_path(path)
     return [e for e in mountinfo() if e["mountpoint"] in (real, os.path.abspath(path))]
 
 
@@ -106,7 +113,7 @@ def _alive(pid):
 def mlfs_pids(mountpoint, binary=MLFS_BIN):
     """Live processes running `binary` with `mountpoint` among their arguments."""
     want_exe = os.path.realpath(binary)
-    names = {os.path.abspath(mountpoint), os.path.realpath(mountpoint), mountpoint,
+    names = {os.path.abspath(mountpoint), real_path(mountpoint), mountpoint,
              mountpoint.rstrip("/") + "/"}
     pids = []
     for d in os.listdir("/proc"):

@@ -10,7 +10,8 @@ are kept per (host, repo, digest) for the session.
 Python's tarfile, so every entry is under our control: hardlink groups,
 symlinks (relative, absolute, dangling), char/block devices, a fifo, user
 and trusted xattrs, setuid/setgid/sticky modes, odd owners, empty and
-multi-megabyte files (seeded random), long and non-ASCII names, and in the
+multi-megabyte files (seeded random), long and non-ASCII names, a directory
+of 1500 entries, and in the
 upper layer whiteouts, an opaque directory, a file replaced by a directory,
 a directory replaced by a file and changed metadata.  The lower layer is
 gzip, the upper plain tar.  Returns its description (manifest/config/layer
@@ -175,6 +176,10 @@ def rich_layers():
     lo.dir("typechange-d2f")
     lo.file("typechange-d2f/child", b"child\n")
     lo.dir("meta", mode=0o700)
+    # Enough entries that a directory listing takes many readdir calls.
+    lo.dir("many")
+    for i in range(1500):
+        lo.file("many/f%04d-%s" % (i, "x" * (i % 40)), b"%d\n" % i)
     lower = lo.done()
 
     up = _Layer()

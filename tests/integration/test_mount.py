@@ -15,7 +15,9 @@ watchdog that kills a daemon that would hang the test.
 """
 
 import errno
+import re
 import os
+import random
 import signal
 import subprocess
 import tempfile
@@ -29,6 +31,7 @@ from faultproxy import FaultProxy
 from helpers import assert_mlfs_error, sha256_file, wait_for
 from mounts import (
     Mounter, assert_not_mounted, is_mounted, mlfs_pids, mounts_at, proc_mounts, read_in_child,
+    real_path,
 )
 from reference import push_rich_image, unpack_reference
 import treediff
@@ -107,7 +110,6 @@ class StallProxy(FaultProxy):
         super().__init__(*a, **kw)
 
     def stall(self, pattern):
-        import re
         self._released.clear()
         self._stall = re.compile(pattern)
 
@@ -328,7 +330,8 @@ def test_sixteen_concurrent_readers(mounter, rich):
     paths = sorted(expected)
     procs = []
     for i in range(16):
-        order = paths[i % len(paths):] + paths[:i % len(paths)]  # different starting points
+        k = i * len(paths) // 16
+        order = paths[k:] + paths[:k]  # each starts somewhere else
         procs.append((order, subprocess.Popen(
             ["sha256sum", "--zero", "--"] + [m.path(p) for p in order],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)))
@@ -355,7 +358,57 @@ def test_sixteen_concurrent_readers(mounter, rich):
     assert not failures, "\n".join(failures[:40])
 
 
+def test_random_reads_match(mounter, rich):
+    """pread at seeded random offsets and lengths (chunk and page edges
+    included), in a gzip layer and a plain tar layer, equals the reference."""
+    m = mounter.mount(rich.ref("rich:v1"))
+    rng = random.Random(4)
+    for rel in ("data/random-3m", "data/zeros-1m", "data/size-131073", "data/size-4097",
+                "many/f1499-" + "x" * (1499 % 40)):
+        with open(os.path.join(rich.rootfs, rel), "rb") as f:
+            want = f.read()
+        fd = os.open(m.path(rel), os.O_RDONLY)
+        try:
+            assert os.fstat(fd).st_size == len(want)
+            offsets = [0, len(want) - 1, len(want), len(want) + 4096, 4095, 4096, 65535, 65536,
+                       131072, 1 << 20] + [rng.randrange(0, len(want) + 1) for _ in range(40)]
+            for off in offsets:
+                n = rng.choice([1, 7, 4096, 4097, 65536, 300000])
+                assert os.pread(fd, n, off) == want[off:off + n], "%s: pread(%d, %d)" % (rel, n, off)
+        finally:
+            os.close(fd)
+
+
+def test_two_mounts_share_a_cold_cache(mounter, rich):
+    """Two mounts of one image, one cache, both cold, read at once."""
+    m1 = mounter.mount(rich.ref("rich:v1"))
+    m2 = mounter.mount(rich.ref("rich@" + rich.desc["digest"]))
+    trees = {}
+    threads = [threading.Thread(target=lambda m=m: trees.__setitem__(m.mountpoint, treediff.walk(m.mountpoint)),
+                                daemon=True) for m in (m1, m2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert not any(t.is_alive() for t in threads), "walks did not finish"
+    for m in (m1, m2):
+        treediff.assert_same_tree(rich.tree, trees[m.mountpoint], what=m.ref)
+
+
 # -- a registry that fails or goes silent -----------------------------------------------------
+
+def test_cut_download_resumes_inside_mount(mounter, demo, proxy, reference_dir):
+    """Every layer GET cut once in the middle: the mount resumes and reads right."""
+    info = Images.by_platform(demo.index, "linux/arm64/v8")
+    for l in info["layers"]:
+        proxy.cut("/blobs/" + l["digest"], max(1, l["size"] // 2))
+    m = mounter.mount(proxy.host + "/demo:latest", "platform=linux/arm64", "timeout=60")
+    assert platform_of(m) == "linux/arm64/v8"
+    want = os.path.join(demo_reference(demo, "linux/arm64/v8", reference_dir), "bin", "busybox")
+    assert sha256_file(m.path("bin", "busybox")) == sha256_file(want)
+    gets = proxy.layer_gets(info["layers"])
+    assert all(n >= 2 for n in gets.values()), "the cuts did not happen? %r" % gets
+
 
 @pytest.mark.parametrize("fault", ["503", "stall"])
 def test_registry_gone_gives_eio_then_recovers(mounter, demo, proxy, fault):
@@ -441,6 +494,14 @@ def test_mountpoint_missing(mounter, demo):
     m = mounter.mount(demo.ref("demo:latest"), mountpoint=mp, check=False)
     check_failed_cleanly(m)
     assert not os.path.exists(mp), "the mountpoint must not be created"
+
+
+def test_mountpoint_is_a_file(mounter, demo, tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("not a directory\n")
+    m = mounter.mount(demo.ref("demo:latest"), mountpoint=str(f), check=False)
+    check_failed_cleanly(m)
+    assert f.read_text() == "not a directory\n"
 
 
 def test_error_in_foreground_mode(mounter, demo):
@@ -536,7 +597,7 @@ def test_debug_implies_foreground(mounter, demo):
 def test_proc_mounts_source_and_type(mounter, demo, helper):
     ref = demo.ref("demo:list")
     m = mounter.mount(ref, "platform=linux/arm64", use_helper=helper)
-    real = os.path.realpath(m.mountpoint)
+    real = real_path(m.mountpoint)
     entries = [e for e in proc_mounts() if e[1] == real]
     assert len(entries) == 1, entries
     source, _, fstype, _ = entries[0]
