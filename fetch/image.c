@@ -107,7 +107,7 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	r = opts->platform ? mlfs_platform_parse(opts->platform, &img->want, err) : mlfs_platform_host(&img->want);
 	if (r < 0) {
 		if (!opts->platform)
-			mlfs_err_set(err, -r, "cannot tell this host's platform: use --platform");
+			mlfs_err_set(err, -r, "cannot tell this host's platform: choose one with --platform (or -o platform=)");
 		goto fail;
 	}
 	img->offline = opts->offline;

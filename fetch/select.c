@@ -91,6 +91,6 @@ int mlfs_platform_select(const struct mlfs_index *idx, const struct mlfs_platfor
 				    "no matching platform for %s: the image index names no platform",
 				    wanted);
 	return mlfs_err_set(err, ENOENT,
-			    "no matching platform for %s: the image has %s (use --platform)", wanted,
+			    "no matching platform for %s: the image has %s (choose one with --platform, or -o platform= for a mount)", wanted,
 			    have);
 }

@@ -560,7 +560,7 @@ static void test_select(void)
 	tap_is_int(mlfs_platform_select(idx, &w, &chosen, &err), -ENOENT, "no riscv64: ENOENT");
 	tap_is_str(err.msg,
 		   "no matching platform for linux/riscv64: the image has linux/amd64, linux/arm64, "
-		   "linux/arm/v7 (use --platform)",
+		   "linux/arm/v7 (choose one with --platform, or -o platform= for a mount)",
 		   "  message lists what there is, once each");
 	free_index(idx);
 
