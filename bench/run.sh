@@ -1,0 +1,91 @@
+#!/bin/bash
+# mlfs benchmark: one command, as root, writes bench/RESULTS.md.
+#
+#   bench/run.sh
+#
+# Builds mlfs (ninja -C build), downloads a set of Debian .debs once
+# (/var/cache/mlfs-bench-debs), builds the large image once (bench/mkimage.py,
+# cached in the work dir), starts its own docker-registry on a free loopback
+# port with storage and access log under the work dir, pushes the demo image
+# (contrib/demo-image.sh) and the large image in gzip and zstd (skipped when
+# the registry already has them), runs bench/bench.py, and stops the registry.
+#
+# Environment:
+#   MLFS_BENCH_DIR    work dir (default /var/tmp/mlfs-bench)
+#   MLFS_BENCH_RUNS   runs per figure (default 3, at least 3 for the report)
+#   MLFS_BENCH_DEBS   .deb cache (default /var/cache/mlfs-bench-debs)
+#   MLFS_BENCH_ONLY   comma-separated workloads: demo,big-gzip,big-zstd (debugging)
+#
+# Needs (Debian 12): docker-registry skopeo umoci jq curl libarchive-tools (bsdtar)
+# zstd gzip tar fuse3 python3 (stdlib only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=${MLFS_BENCH_DIR:-/var/tmp/mlfs-bench}
+RUNS=${MLFS_BENCH_RUNS:-3}
+DEBS=${MLFS_BENCH_DEBS:-/var/cache/mlfs-bench-debs}
+PY=/usr/bin/python3
+MLFS=$ROOT/build/fs/mlfs
+
+say() { echo "bench: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || { say "run as root (drop_caches, FUSE)"; exit 1; }
+for t in docker-registry skopeo umoci jq curl bsdtar zstd gzip tar fusermount3 dpkg-deb apt-get; do
+	command -v "$t" >/dev/null || { say "$t not found (see contrib/install-deps.sh)"; exit 1; }
+done
+
+[ -f build/build.ninja ] || meson setup build >/dev/null
+ninja -C build >/dev/null
+
+mkdir -p "$WORK" "$DEBS"
+
+# --- the .debs of the large image (one apt-get download, cached) ---
+PKGS=$($PY bench/mkimage.py --debs "$DEBS" --out "$WORK/big-oci" --print-packages)
+missing=
+for p in $PKGS; do
+	ls "$DEBS/${p}_"*.deb >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	say "downloading:$missing"
+	apt-get -q update >/dev/null 2>&1 || say "apt-get update reported errors (continuing)"
+	# shellcheck disable=SC2086
+	(cd "$DEBS" && apt-get -q download $missing) >/dev/null
+fi
+$PY bench/mkimage.py --debs "$DEBS" --out "$WORK/big-oci"
+
+# --- the registry ---
+# shellcheck source=bench/registry.sh
+. bench/registry.sh
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+bench_registry_start
+say "docker-registry on $REG (pid $REGPID, storage $REGDIR/storage)"
+
+# --- the images (pushed once; the storage survives between runs) ---
+has_manifest() { # REPO TAG [DIGEST]
+	local d
+	d=$(curl -fsS -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
+		"http://$REG/v2/$1/manifests/$2" 2>/dev/null | sha256sum | cut -d' ' -f1) || return 1
+	[ -z "${3:-}" ] || [ "sha256:$d" = "$3" ]
+}
+if ! has_manifest demo latest; then
+	say "pushing the demo image (contrib/demo-image.sh)"
+	MLFS_DEMO_REPO=demo contrib/demo-image.sh "$REG" >/dev/null
+fi
+for tag in gzip zstd; do
+	want=$(jq -r --arg t "$tag" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' \
+		"$WORK/big-oci/index.json")
+	if ! has_manifest big "$tag" "$want"; then
+		say "pushing big:$tag"
+		skopeo --insecure-policy copy -q --preserve-digests --dest-tls-verify=false \
+			"oci:$WORK/big-oci:$tag" "docker://$REG/big:$tag"
+		has_manifest big "$tag" "$want" || { say "big:$tag: the registry has another manifest"; exit 1; }
+	fi
+done
+
+# --- measure ---
+say "measuring ($RUNS runs per figure, the demo 10; about 6 minutes on 2 cores)"
+$PY bench/bench.py --mlfs "$MLFS" --registry "$REG" --log "$REGDIR/access.log" --work "$WORK" \
+	--big-meta "$WORK/big-oci/meta.json" --out "$ROOT/bench/RESULTS.md" --runs "$RUNS" \
+	${MLFS_BENCH_ONLY:+--only "$MLFS_BENCH_ONLY"}
+say "done: bench/RESULTS.md"
