@@ -4,15 +4,20 @@
  *                           |
  *                           +--any layer failed--> FAILED --next need--> LOADING
  *
- * One coordinator thread per load runs `jobs` workers that take layers in
- * order (bottom first, so the layers needed by most lookups come early),
- * each fetching (or finding cached) and indexing one layer.  The merged
- * view is built aside and published with one atomic store: readers of a
- * published view take no lock.  Requests wait on a condition variable in
- * short slices, so an interrupted request or the timeout ends the wait. */
+ * One coordinator thread per load runs `jobs` workers that take layers top
+ * first: a lookup can be answered as soon as the layers above its match
+ * are indexed (fs/partial.c), and the top layers decide most lookups.
+ * Each layer is published on its own the moment it is indexed, with a
+ * path-sorted table of its entries for those early lookups; published
+ * layers belong to the loader and survive a failed load, so a retry only
+ * fetches what is missing.  The merged view is built aside and published
+ * with one atomic store: readers of a published view or layer take no
+ * lock.  Requests wait on a condition variable in short slices, so an
+ * interrupted request or the timeout ends the wait. */
 #include "fs/loader.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +27,7 @@
 
 #include "common/log.h"
 #include "fs/layerload.h"
+#include "fs/partial.h"
 
 enum load_state { LOAD_IDLE, LOAD_RUNNING, LOAD_READY, LOAD_FAILED };
 
@@ -29,7 +35,11 @@ struct loader {
 	struct mlfs_image *img;   /* thread-safe for layer fetches */
 	unsigned jobs;
 	unsigned timeout_s;
+	size_t n_layers;
 	_Atomic(struct mlfs_view *) view;
+	/* Published one by one, never unpublished; sorted before layer. */
+	_Atomic(struct mlfs_layer *) *layers;
+	uint32_t **sorted;
 
 	pthread_mutex_t lock;     /* protects everything below */
 	pthread_cond_t cond;
@@ -37,14 +47,12 @@ struct loader {
 	unsigned generation;      /* bumped when a load ends, so waiters see each outcome */
 	bool thread_running;
 	pthread_t thread;
-	char error[1024];
 };
 
 struct load_job {
 	struct loader *l;
-	struct mlfs_layer **layers;
 	pthread_mutex_t lock;     /* protects next, failed, err */
-	size_t next;
+	size_t next;              /* counts down: top layer first */
 	bool failed;
 	struct mlfs_err err;
 };
@@ -52,15 +60,23 @@ struct load_job {
 static void *worker(void *arg)
 {
 	struct load_job *j = arg;
-	size_t n = j->l->img->manifest->n_layers;
+	struct loader *l = j->l;
 	for (;;) {
 		pthread_mutex_lock(&j->lock);
-		size_t i = j->failed ? n : j->next++;
+		size_t i = j->failed || j->next == 0 ? SIZE_MAX : --j->next;
 		pthread_mutex_unlock(&j->lock);
-		if (i >= n)
+		if (i == SIZE_MAX)
 			return NULL;
+		if (atomic_load(&l->layers[i]))
+			continue; /* kept from an earlier, failed load */
 		struct mlfs_err err = { 0 };
-		int r = mlfs_image_layer_open(j->l->img, i, &j->layers[i], &err);
+		struct mlfs_layer *layer = NULL;
+		int r = mlfs_image_layer_open(l->img, i, &layer, &err);
+		uint32_t *sorted = r == 0 ? partial_sort_layer(layer) : NULL;
+		if (r == 0 && !sorted) {
+			mlfs_layer_free(layer);
+			r = mlfs_err_set(&err, ENOMEM, "out of memory sorting layer %zu", i + 1);
+		}
 		if (r < 0) {
 			pthread_mutex_lock(&j->lock);
 			if (!j->failed) {
@@ -70,7 +86,12 @@ static void *worker(void *arg)
 			pthread_mutex_unlock(&j->lock);
 			return NULL;
 		}
-		log_debug(MLFS_AREA_FS, "layer %zu of %zu ready", i + 1, n);
+		pthread_mutex_lock(&l->lock);
+		l->sorted[i] = sorted;
+		atomic_store(&l->layers[i], layer);
+		pthread_cond_broadcast(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+		log_debug(MLFS_AREA_FS, "layer %zu of %zu ready", i + 1, l->n_layers);
 	}
 }
 
@@ -79,48 +100,63 @@ static void view_free(struct mlfs_view *v)
 	if (!v)
 		return;
 	mlfs_tree_free(v->tree);
-	for (size_t i = 0; v->layers && i < v->n_layers; i++)
-		mlfs_layer_free(v->layers[i]);
 	free(v->layers);
-	free(v->inode_node);
+	for (size_t i = 0; v->entry_node && i < v->n_layers; i++)
+		free(v->entry_node[i]);
+	free(v->entry_node);
 	free(v);
 }
 
-static int build_view(struct mlfs_view *v, struct mlfs_err *err)
+static int build_view(struct loader *l, struct mlfs_view *v, struct mlfs_err *err)
 {
-	int r = mlfs_tree_merge(v->layers, v->n_layers, &v->tree, err);
+	size_t n = l->n_layers;
+	v->n_layers = n;
+	v->layers = calloc(n ? n : 1, sizeof *v->layers);
+	v->entry_node = calloc(n ? n : 1, sizeof *v->entry_node);
+	if (!v->layers || !v->entry_node)
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v->layers[i] = atomic_load(&l->layers[i]);
+		size_t count = mlfs_layer_count(v->layers[i]);
+		v->entry_node[i] = malloc((count ? count : 1) * sizeof *v->entry_node[i]);
+		if (!v->entry_node[i])
+			return mlfs_err_set(err, ENOMEM, "out of memory");
+		memset(v->entry_node[i], 0xff, (count ? count : 1) * sizeof *v->entry_node[i]);
+	}
+	int r = mlfs_tree_merge(v->layers, n, &v->tree, err);
 	if (r < 0)
 		return r;
-	v->n_inodes = mlfs_tree_inode_count(v->tree);
-	v->inode_node = malloc((v->n_inodes ? v->n_inodes : 1) * sizeof *v->inode_node);
-	if (!v->inode_node)
-		return mlfs_err_set(err, ENOMEM, "out of memory");
-	size_t n = mlfs_tree_count(v->tree);
+	size_t nodes = mlfs_tree_count(v->tree);
 	/* In reverse, so a hardlinked inode maps to its first name. */
-	for (uint32_t node = (uint32_t)n; node-- > 0;) {
-		uint32_t ino = mlfs_tree_inode(v->tree, node);
-		if (ino >= v->n_inodes)
-			return mlfs_err_set(err, EIO, "merged tree: inode %u out of range", ino);
-		v->inode_node[ino] = node;
-	}
-	for (size_t ino = 0; ino < v->n_inodes; ino++) {
+	for (uint32_t node = (uint32_t)nodes; node-- > 0;) {
 		struct mlfs_entry e;
-		mlfs_tree_entry(v->tree, v->inode_node[ino], &e, NULL, NULL);
-		if (e.kind == MLFS_ENTRY_REG)
+		unsigned layer;
+		size_t entry;
+		mlfs_tree_entry(v->tree, node, &e, &layer, &entry);
+		if (layer != MLFS_TREE_IMPLICIT)
+			v->entry_node[layer][entry] = node;
+	}
+	for (uint32_t node = 0; node < nodes; node++) {
+		struct mlfs_entry e;
+		unsigned layer;
+		size_t entry;
+		mlfs_tree_entry(v->tree, node, &e, &layer, &entry);
+		/* Count each inode once: at the name that maps back to it. */
+		if (e.kind == MLFS_ENTRY_REG && layer != MLFS_TREE_IMPLICIT && v->entry_node[layer][entry] == node)
 			v->total_bytes += e.size;
 	}
+	v->n_inodes = mlfs_tree_inode_count(v->tree);
 	return 0;
 }
 
 static void *coordinator(void *arg)
 {
 	struct loader *l = arg;
-	size_t n = l->img->manifest->n_layers;
-	struct load_job j = { .l = l };
+	size_t n = l->n_layers;
+	struct load_job j = { .l = l, .next = n };
 	pthread_mutex_init(&j.lock, NULL);
 	struct mlfs_view *v = calloc(1, sizeof *v);
-	j.layers = calloc(n ? n : 1, sizeof *j.layers);
-	if (!v || !j.layers) {
+	if (!v) {
 		j.failed = true;
 		mlfs_err_set(&j.err, ENOMEM, "out of memory");
 	} else {
@@ -134,17 +170,14 @@ static void *coordinator(void *arg)
 			worker(&j);
 		for (unsigned i = 0; i < started; i++)
 			pthread_join(tids[i], NULL);
-		v->layers = j.layers;
-		v->n_layers = n;
-		j.layers = NULL;
-		if (!j.failed && build_view(v, &j.err) < 0)
+		if (!j.failed && build_view(l, v, &j.err) < 0)
 			j.failed = true;
 	}
 
 	pthread_mutex_lock(&l->lock);
 	if (j.failed) {
-		snprintf(l->error, sizeof l->error, "%s", j.err.msg[0] ? j.err.msg : "loading the layers failed");
-		log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical, l->error);
+		log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical,
+			  j.err.msg[0] ? j.err.msg : "loading the layers failed");
 		view_free(v);
 		l->state = LOAD_FAILED;
 	} else {
@@ -152,11 +185,12 @@ static void *coordinator(void *arg)
 		l->state = LOAD_READY;
 		log_info(MLFS_AREA_FS, "%s: %zu layers ready", l->img->canonical, n);
 	}
-	free(j.layers);
 	pthread_mutex_destroy(&j.lock);
 	l->generation++;
 	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
+	/* Decompression buffers are gone for good: give their memory back. */
+	malloc_trim(0);
 	return NULL;
 }
 
@@ -166,8 +200,17 @@ int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, struct
 	if (!l)
 		return -ENOMEM;
 	l->img = img;
+	l->n_layers = img->manifest->n_layers;
 	l->jobs = jobs ? jobs : 1;
 	l->timeout_s = timeout_s ? timeout_s : 300;
+	l->layers = calloc(l->n_layers ? l->n_layers : 1, sizeof *l->layers);
+	l->sorted = calloc(l->n_layers ? l->n_layers : 1, sizeof *l->sorted);
+	if (!l->layers || !l->sorted) {
+		free(l->layers);
+		free(l->sorted);
+		free(l);
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -190,7 +233,7 @@ static void start_locked(struct loader *l)
 	l->state = LOAD_RUNNING;
 	if (pthread_create(&l->thread, NULL, coordinator, l) != 0) {
 		l->state = LOAD_FAILED;
-		snprintf(l->error, sizeof l->error, "cannot start a loader thread");
+		log_error(MLFS_AREA_FS, "cannot start a loader thread");
 		return;
 	}
 	l->thread_running = true;
@@ -208,48 +251,100 @@ const struct mlfs_view *loader_peek(struct loader *l)
 	return atomic_load(&l->view);
 }
 
-int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, const struct mlfs_view **out)
+size_t loader_layer_count(const struct loader *l)
 {
-	const struct mlfs_view *v = atomic_load(&l->view);
-	if (v) {
-		*out = v;
-		return 0;
-	}
+	return l->n_layers;
+}
+
+bool loader_layer_peek(struct loader *l, size_t i, const struct mlfs_layer **layer, const uint32_t **sorted)
+{
+	struct mlfs_layer *p = i < l->n_layers ? atomic_load(&l->layers[i]) : NULL;
+	if (!p)
+		return false;
+	*layer = p;
+	if (sorted)
+		*sorted = l->sorted[i]; /* stored before the layer was published */
+	return true;
+}
+
+static bool past(const struct timespec *deadline)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > deadline->tv_sec || (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+/* Waits until ready() holds, the load ends without it, the timeout, or a
+ * cancellation.  Called with l->lock held; returns with it held. */
+static int wait_locked(struct loader *l, bool (*ready)(struct loader *l, size_t arg), size_t arg,
+		       bool (*cancelled)(void *priv), void *priv)
+{
 	struct timespec deadline;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += l->timeout_s;
-	int r = 0;
-	pthread_mutex_lock(&l->lock);
 	start_locked(l);
 	unsigned gen = l->generation;
-	while (l->state == LOAD_RUNNING && l->generation == gen) {
-		struct timespec slice, now;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec > deadline.tv_sec ||
-		    (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
+	while (!ready(l, arg)) {
+		if (l->generation != gen || l->state != LOAD_RUNNING)
+			return -EIO; /* the load ended without it: the reason was logged */
+		if (past(&deadline)) {
 			log_error(MLFS_AREA_FS, "%s: timed out after %us waiting for the layers (-o timeout=)",
 				  l->img->canonical, l->timeout_s);
-			r = -EIO;
-			break;
+			return -EIO;
 		}
-		slice = now;
+		struct timespec slice;
+		clock_gettime(CLOCK_MONOTONIC, &slice);
 		slice.tv_nsec += 200 * 1000000L;
 		if (slice.tv_nsec >= 1000000000L) {
 			slice.tv_sec++;
 			slice.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&l->cond, &l->lock, &slice);
-		if (cancelled && cancelled(priv)) {
-			r = -EINTR;
-			break;
-		}
+		if (cancelled && cancelled(priv))
+			return -EINTR;
 	}
-	if (r == 0 && l->state != LOAD_READY)
-		r = -EIO; /* the reason was logged when the load failed */
-	pthread_mutex_unlock(&l->lock);
-	if (r == 0)
-		*out = atomic_load(&l->view);
-	return r;
+	return 0;
+}
+
+static bool view_ready(struct loader *l, size_t arg)
+{
+	return atomic_load(&l->view) != NULL;
+}
+
+static bool layer_ready(struct loader *l, size_t i)
+{
+	return atomic_load(&l->layers[i]) != NULL;
+}
+
+int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, const struct mlfs_view **out)
+{
+	const struct mlfs_view *v = atomic_load(&l->view);
+	if (!v) {
+		pthread_mutex_lock(&l->lock);
+		int r = wait_locked(l, view_ready, 0, cancelled, priv);
+		pthread_mutex_unlock(&l->lock);
+		if (r < 0)
+			return r;
+		v = atomic_load(&l->view);
+	}
+	*out = v;
+	return 0;
+}
+
+int loader_wait_layer(struct loader *l, size_t i, bool (*cancelled)(void *priv), void *priv,
+		      const struct mlfs_layer **layer, const uint32_t **sorted)
+{
+	if (i >= l->n_layers)
+		return -EINVAL;
+	if (!loader_layer_peek(l, i, layer, sorted)) {
+		pthread_mutex_lock(&l->lock);
+		int r = wait_locked(l, layer_ready, i, cancelled, priv);
+		pthread_mutex_unlock(&l->lock);
+		if (r < 0)
+			return r;
+		loader_layer_peek(l, i, layer, sorted);
+	}
+	return 0;
 }
 
 int loader_free(struct loader *l)
@@ -268,6 +363,12 @@ int loader_free(struct loader *l)
 	if (join)
 		pthread_join(l->thread, NULL);
 	view_free(atomic_load(&l->view));
+	for (size_t i = 0; i < l->n_layers; i++) {
+		mlfs_layer_free(atomic_load(&l->layers[i]));
+		free(l->sorted[i]);
+	}
+	free(l->layers);
+	free(l->sorted);
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);
 	free(l);

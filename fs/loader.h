@@ -1,5 +1,6 @@
-/* Lazy loading: the layers of an image are fetched, indexed and merged the
- * first time anything needs them, then published as one immutable view. */
+/* Lazy loading: the layers of an image are fetched and indexed the first
+ * time anything needs them, each published as soon as it is ready, then
+ * merged and published as one immutable view. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -11,11 +12,11 @@
 /* Everything a FUSE reply needs, immutable once published. */
 struct mlfs_view {
 	struct mlfs_tree *tree;
-	struct mlfs_layer **layers;
+	struct mlfs_layer **layers;   /* the loader's; not owned here */
 	size_t n_layers;
-	uint32_t *inode_node;   /* inode number -> one node (name) of it */
+	uint32_t **entry_node;        /* [layer][entry] -> the node whose inode that entry is, or UINT32_MAX */
 	size_t n_inodes;
-	uint64_t total_bytes;   /* sum of regular file sizes, for statfs */
+	uint64_t total_bytes;         /* sum of regular file sizes, for statfs */
 };
 
 struct loader;
@@ -32,3 +33,10 @@ const struct mlfs_view *loader_peek(struct loader *l);
  * after the timeout (the reason is logged), -EINTR when cancelled(priv)
  * turns true (an interrupted FUSE request). */
 int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, const struct mlfs_view **out);
+
+size_t loader_layer_count(const struct loader *l);
+/* Layer i (0 = bottom) and its entries sorted by path, if indexed yet. */
+bool loader_layer_peek(struct loader *l, size_t i, const struct mlfs_layer **layer, const uint32_t **sorted);
+/* The same, waiting for it as loader_wait() waits for the view. */
+int loader_wait_layer(struct loader *l, size_t i, bool (*cancelled)(void *priv), void *priv,
+		      const struct mlfs_layer **layer, const uint32_t **sorted);

@@ -1,15 +1,20 @@
 /* The FUSE low-level callbacks: a read-only view of the merged tree.
  *
- * Inode numbers: the merged tree numbers inodes densely from 0 (the root),
- * hardlinked names sharing one; FUSE's are that plus one, so the root is
- * FUSE_ROOT_ID.  They are stable for the life of the mount because the
- * published view never changes, which is also why forget has nothing to
- * do and why entries and attributes can be cached by the kernel for as
- * long as it likes.
+ * Inode numbers.  An inode of the merged tree is one layer entry (the
+ * topmost that names the path; for hardlinks the entry they all share),
+ * so its FUSE number is made of that: ((layer + 1) << 32) + entry.  The
+ * root is FUSE_ROOT_ID, and a directory no layer describes (an implicit
+ * parent) gets IMPLICIT_BASE + its node.  The same number comes out
+ * whether a lookup was answered early from the layers indexed so far
+ * (fs/partial.c) or from the merged tree later, and it never changes for
+ * the life of the mount: forget has nothing to do, and the kernel may
+ * cache entries and attributes for as long as it likes.
  *
- * Laziness: only the root's getattr (and statfs) can be answered before
- * the layers are there — with a short timeout, so the kernel asks again
- * once the real root is known.  Everything else waits for the view.
+ * Laziness.  Before the merged tree exists, lookup, getattr, read,
+ * readlink and the xattr calls are answered from the single layer entry
+ * an inode is — with short timeouts, since a link count needs the whole
+ * tree — and the root's getattr with a placeholder.  Listings wait for
+ * the tree.
  *
  * Each handler ends in exactly one fuse_reply_*; errors become
  * fuse_reply_err() here and only here. */
@@ -24,8 +29,11 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "fs/partial.h"
 
 #define FOREVER (86400.0 * 365) /* the image never changes under the mount */
+#define EARLY_ENTRY_S 1.0       /* an early answer is final, but its link count is not */
+#define IMPLICIT_BASE (UINT64_C(1) << 56)
 
 static struct mlfs_fs *fs_of(fuse_req_t req)
 {
@@ -41,60 +49,141 @@ static bool req_cancelled(void *priv)
 	return fuse_req_interrupted(req) || (fs->se && fuse_session_exited(fs->se));
 }
 
-/* The view, waiting for it if needed; replies with the error itself. */
-static const struct mlfs_view *view_or_reply(fuse_req_t req)
+/* One inode, from the merged tree or (early) from its layer entry. */
+struct ref {
+	fuse_ino_t ino;
+	const struct mlfs_view *v;    /* NULL: an early answer, no tree yet */
+	uint32_t node;                /* with v */
+	const struct mlfs_layer *layer; /* NULL for the root and implicit directories */
+	size_t entry;
+	struct mlfs_entry e;
+};
+
+static fuse_ino_t ino_of_entry(unsigned layer, size_t entry)
 {
-	const struct mlfs_view *v;
-	int r = loader_wait(fs_of(req)->loader, req_cancelled, req, &v);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return NULL;
-	}
-	return v;
+	return ((fuse_ino_t)(layer + 1) << 32) + entry;
 }
 
-/* ino -> node; 0 and reply ENOENT/ESTALE when it is not one of ours. */
+static fuse_ino_t ino_of_node(const struct mlfs_view *v, uint32_t node)
+{
+	if (node == MLFS_TREE_ROOT)
+		return FUSE_ROOT_ID;
+	struct mlfs_entry e;
+	unsigned layer;
+	size_t entry;
+	mlfs_tree_entry(v->tree, node, &e, &layer, &entry);
+	if (layer == MLFS_TREE_IMPLICIT)
+		return IMPLICIT_BASE + node;
+	return ino_of_entry(layer, entry);
+}
+
+static void ref_from_node(struct ref *r, const struct mlfs_view *v, uint32_t node)
+{
+	unsigned layer;
+	r->v = v;
+	r->node = node;
+	mlfs_tree_entry(v->tree, node, &r->e, &layer, &r->entry);
+	r->layer = layer == MLFS_TREE_IMPLICIT ? NULL : v->layers[layer];
+	r->ino = ino_of_node(v, node);
+}
+
+/* ino -> node in a published view; false if it names nothing there. */
 static bool node_of(const struct mlfs_view *v, fuse_ino_t ino, uint32_t *node)
 {
-	if (ino < 1 || ino - 1 >= v->n_inodes)
+	if (ino == FUSE_ROOT_ID) {
+		*node = MLFS_TREE_ROOT;
+		return true;
+	}
+	if (ino >= IMPLICIT_BASE) {
+		uint64_t n = ino - IMPLICIT_BASE;
+		if (n >= mlfs_tree_count(v->tree))
+			return false;
+		*node = (uint32_t)n;
+		return true;
+	}
+	uint64_t layer = (ino >> 32) - 1, entry = ino & 0xffffffffu;
+	if ((ino >> 32) == 0 || layer >= v->n_layers || entry >= mlfs_layer_count(v->layers[layer]))
 		return false;
-	*node = v->inode_node[ino - 1];
+	*node = v->entry_node[layer][entry];
+	return *node != UINT32_MAX;
+}
+
+/* The ref for ino: from the tree when there is one; early, from its layer,
+ * when that layer is indexed and early is allowed; else waits for the tree.
+ * On failure, replies the error itself and returns false. */
+static bool resolve(fuse_req_t req, fuse_ino_t ino, bool early, struct ref *r)
+{
+	struct mlfs_fs *fs = fs_of(req);
+	memset(r, 0, sizeof *r);
+	r->ino = ino;
+	const struct mlfs_view *v = loader_peek(fs->loader);
+	if (!v && early && ino == FUSE_ROOT_ID) {
+		/* A placeholder: `stat DIR` must not fetch layers. */
+		r->e = (struct mlfs_entry){ .path = "", .kind = MLFS_ENTRY_DIR, .mode = S_IFDIR | 0755 };
+		return true;
+	}
+	if (!v && early && ino > FUSE_ROOT_ID && ino < IMPLICIT_BASE) {
+		uint64_t layer = (ino >> 32) - 1, entry = ino & 0xffffffffu;
+		const struct mlfs_layer *l;
+		if ((ino >> 32) > 0 && loader_layer_peek(fs->loader, layer, &l, NULL) && entry < mlfs_layer_count(l)) {
+			r->layer = l;
+			r->entry = entry;
+			mlfs_layer_entry(l, entry, &r->e);
+			return true;
+		}
+	}
+	if (!v) {
+		int rc = loader_wait(fs->loader, req_cancelled, req, &v);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return false;
+		}
+	}
+	uint32_t node;
+	if (!node_of(v, ino, &node)) {
+		fuse_reply_err(req, ESTALE);
+		return false;
+	}
+	ref_from_node(r, v, node);
 	return true;
 }
 
-static void fill_stat(const struct mlfs_view *v, uint32_t node, struct stat *st)
+static void fill_stat(const struct ref *r, struct stat *st)
 {
-	struct mlfs_entry e;
-	unsigned layer;
-	size_t idx;
-	mlfs_tree_entry(v->tree, node, &e, &layer, &idx);
+	const struct mlfs_entry *e = &r->e;
 	memset(st, 0, sizeof *st);
-	st->st_ino = (ino_t)mlfs_tree_inode(v->tree, node) + 1;
-	st->st_mode = e.mode;
-	st->st_nlink = mlfs_tree_nlink(v->tree, node);
-	st->st_uid = e.uid;
-	st->st_gid = e.gid;
-	st->st_rdev = (dev_t)e.rdev;
-	st->st_size = e.kind == MLFS_ENTRY_REG ? (off_t)e.size
-		      : e.kind == MLFS_ENTRY_SYMLINK && e.link ? (off_t)strlen(e.link) : 0;
-	if (S_ISDIR(e.mode))
+	st->st_ino = r->ino;
+	st->st_mode = e->mode;
+	/* Without the tree: 1 for a file, 2 for a directory, until it is known. */
+	st->st_nlink = r->v ? mlfs_tree_nlink(r->v->tree, r->node) : S_ISDIR(e->mode) ? 2 : 1;
+	st->st_uid = e->uid;
+	st->st_gid = e->gid;
+	st->st_rdev = (dev_t)e->rdev;
+	st->st_size = e->kind == MLFS_ENTRY_REG ? (off_t)e->size
+		      : e->kind == MLFS_ENTRY_SYMLINK && e->link ? (off_t)strlen(e->link) : 0;
+	if (S_ISDIR(e->mode))
 		st->st_size = 4096;
 	st->st_blksize = 4096;
 	st->st_blocks = (st->st_size + 511) / 512;
-	st->st_mtim.tv_sec = e.mtime_sec;
-	st->st_mtim.tv_nsec = e.mtime_nsec;
+	st->st_mtim.tv_sec = e->mtime_sec;
+	st->st_mtim.tv_nsec = e->mtime_nsec;
 	st->st_atim = st->st_mtim;
 	st->st_ctim = st->st_mtim;
 }
 
-static void reply_entry(fuse_req_t req, const struct mlfs_view *v, uint32_t node)
+static double attr_timeout(const struct ref *r)
+{
+	return r->v ? FOREVER : 0.0;
+}
+
+static void reply_entry(fuse_req_t req, const struct ref *r)
 {
 	struct fuse_entry_param ep = { 0 };
-	fill_stat(v, node, &ep.attr);
-	ep.ino = ep.attr.st_ino;
+	fill_stat(r, &ep.attr);
+	ep.ino = r->ino;
 	ep.generation = 1;
-	ep.attr_timeout = FOREVER;
-	ep.entry_timeout = FOREVER;
+	ep.attr_timeout = attr_timeout(r);
+	ep.entry_timeout = r->v ? FOREVER : EARLY_ENTRY_S;
 	fuse_reply_entry(req, &ep);
 }
 
@@ -117,72 +206,81 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		loader_start(fs->loader);
 }
 
+static int wait_layer(void *priv, size_t i, const struct mlfs_layer **layer, const uint32_t **sorted)
+{
+	fuse_req_t req = priv;
+	return loader_wait_layer(fs_of(req)->loader, i, req_cancelled, req, layer, sorted);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	const struct mlfs_view *v = view_or_reply(req);
-	if (!v)
+	struct mlfs_fs *fs = fs_of(req);
+	struct ref p;
+	if (!resolve(req, parent, true, &p))
 		return;
-	uint32_t pnode, node;
-	if (!node_of(v, parent, &pnode)) {
-		fuse_reply_err(req, ESTALE);
-		return;
+	if (!p.v) {
+		/* Early: the parent is one layer entry (or the root, resolve()
+		 * waited otherwise): ask the layers indexed so far, top down. */
+		if (p.e.kind != MLFS_ENTRY_DIR && parent != FUSE_ROOT_ID) {
+			fuse_reply_err(req, ENOTDIR);
+			return;
+		}
+		unsigned layer;
+		size_t entry;
+		struct partial_src src = { loader_layer_count(fs->loader), wait_layer, req };
+		int rc = partial_lookup(&src, parent == FUSE_ROOT_ID ? "" : p.e.path, name, &layer, &entry);
+		if (rc == 0) {
+			struct ref c = { .ino = ino_of_entry(layer, entry) };
+			loader_layer_peek(fs->loader, layer, &c.layer, NULL);
+			c.entry = entry;
+			mlfs_layer_entry(c.layer, entry, &c.e);
+			reply_entry(req, &c);
+			return;
+		}
+		if (rc != -EAGAIN) {
+			fuse_reply_err(req, -rc); /* not a cached negative entry: the tree may differ */
+			return;
+		}
+		if (!resolve(req, parent, false, &p))
+			return;
 	}
-	int r = mlfs_tree_lookup(v->tree, pnode, name, &node);
-	if (r == -ENOENT) {
+	uint32_t node;
+	int rc = mlfs_tree_lookup(p.v->tree, p.node, name, &node);
+	if (rc == -ENOENT) {
 		/* A negative entry the kernel may cache as long as the rest. */
 		struct fuse_entry_param ep = { .ino = 0, .entry_timeout = FOREVER };
 		fuse_reply_entry(req, &ep);
 		return;
 	}
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
 		return;
 	}
-	reply_entry(req, v, node);
+	struct ref c;
+	ref_from_node(&c, p.v, node);
+	reply_entry(req, &c);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct mlfs_fs *fs = fs_of(req);
-	const struct mlfs_view *v = loader_peek(fs->loader);
-	if (!v && ino == FUSE_ROOT_ID) {
-		/* Answered without the layers: `stat DIR` must not fetch them. */
-		struct stat st = { .st_ino = FUSE_ROOT_ID, .st_mode = S_IFDIR | 0755, .st_nlink = 2,
-				   .st_size = 4096, .st_blksize = 4096 };
-		fuse_reply_attr(req, &st, 0.0);
+	struct ref r;
+	if (!resolve(req, ino, true, &r))
 		return;
-	}
-	if (!v && !(v = view_or_reply(req)))
-		return;
-	uint32_t node;
-	if (!node_of(v, ino, &node)) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
 	struct stat st;
-	fill_stat(v, node, &st);
-	fuse_reply_attr(req, &st, FOREVER);
+	fill_stat(&r, &st);
+	fuse_reply_attr(req, &st, attr_timeout(&r));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	const struct mlfs_view *v = view_or_reply(req);
-	if (!v)
+	struct ref r;
+	if (!resolve(req, ino, true, &r))
 		return;
-	uint32_t node;
-	struct mlfs_entry e;
-	if (!node_of(v, ino, &node)) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
-	unsigned layer;
-	size_t idx;
-	mlfs_tree_entry(v->tree, node, &e, &layer, &idx);
-	if (e.kind != MLFS_ENTRY_SYMLINK || !e.link) {
+	if (r.e.kind != MLFS_ENTRY_SYMLINK || !r.e.link) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	fuse_reply_readlink(req, e.link);
+	fuse_reply_readlink(req, r.e.link);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -200,24 +298,16 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 /* offsets: 1 is ".", 2 is "..", 3 + i is the i-th child; 0 is the start. */
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
-	const struct mlfs_view *v = view_or_reply(req);
-	if (!v)
+	struct ref d;
+	if (!resolve(req, ino, false, &d))
 		return;
-	uint32_t node;
-	if (!node_of(v, ino, &node)) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
-	struct mlfs_entry e;
-	unsigned layer;
-	size_t idx;
-	mlfs_tree_entry(v->tree, node, &e, &layer, &idx);
-	if (!S_ISDIR(e.mode)) {
+	if (d.e.kind != MLFS_ENTRY_DIR) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
+	const struct mlfs_view *v = d.v;
 	uint32_t first, count;
-	mlfs_tree_children(v->tree, node, &first, &count);
+	mlfs_tree_children(v->tree, d.node, &first, &count);
 	char *buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -225,25 +315,26 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 	}
 	size_t used = 0;
 	for (off_t i = off; i < (off_t)count + 2; i++) {
-		uint32_t child = 0;
 		const char *name;
-		struct fuse_entry_param ep = { 0 };
+		struct ref c;
 		if (i == 0) {
 			name = ".";
-			fill_stat(v, node, &ep.attr);
+			c = d;
 		} else if (i == 1) {
 			name = "..";
-			fill_stat(v, node == MLFS_TREE_ROOT ? node : mlfs_tree_parent(v->tree, node), &ep.attr);
+			ref_from_node(&c, v, d.node == MLFS_TREE_ROOT ? d.node : mlfs_tree_parent(v->tree, d.node));
 		} else {
-			child = first + (uint32_t)(i - 2);
+			uint32_t child = first + (uint32_t)(i - 2);
 			name = mlfs_tree_name(v->tree, child);
-			fill_stat(v, child, &ep.attr);
+			ref_from_node(&c, v, child);
 		}
+		struct fuse_entry_param ep = { 0 };
+		fill_stat(&c, &ep.attr);
 		size_t n;
 		if (plus) {
 			/* "." and ".." carry no lookup count: the kernel does not remember them. */
 			if (i >= 2) {
-				ep.ino = ep.attr.st_ino;
+				ep.ino = c.ino;
 				ep.generation = 1;
 				ep.attr_timeout = ep.entry_timeout = FOREVER;
 			}
@@ -286,33 +377,24 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	const struct mlfs_view *v = view_or_reply(req);
-	if (!v)
+	struct ref r;
+	if (!resolve(req, ino, true, &r))
 		return;
-	uint32_t node;
-	if (!node_of(v, ino, &node)) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
-	struct mlfs_entry e;
-	unsigned layer;
-	size_t idx;
-	mlfs_tree_entry(v->tree, node, &e, &layer, &idx);
-	if (e.kind != MLFS_ENTRY_REG) {
-		fuse_reply_err(req, S_ISDIR(e.mode) ? EISDIR : EINVAL);
+	if (r.e.kind != MLFS_ENTRY_REG || !r.layer) {
+		fuse_reply_err(req, r.e.kind == MLFS_ENTRY_DIR ? EISDIR : EINVAL);
 		return;
 	}
-	if (off < 0 || (uint64_t)off >= e.size) {
+	if (off < 0 || (uint64_t)off >= r.e.size) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	if ((uint64_t)size > e.size - (uint64_t)off)
-		size = (size_t)(e.size - (uint64_t)off);
+	if ((uint64_t)size > r.e.size - (uint64_t)off)
+		size = (size_t)(r.e.size - (uint64_t)off);
 	/* Straight from the cache's data file: splice where the kernel allows. */
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv.buf[0].fd = mlfs_layer_data_fd(v->layers[layer]);
-	bv.buf[0].pos = (off_t)e.data_off + off;
+	bv.buf[0].fd = mlfs_layer_data_fd(r.layer);
+	bv.buf[0].pos = (off_t)r.e.data_off + off;
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
@@ -330,23 +412,14 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	const struct mlfs_view *v = view_or_reply(req);
-	if (!v)
+	struct ref r;
+	if (!resolve(req, ino, true, &r))
 		return;
-	uint32_t node;
-	if (!node_of(v, ino, &node)) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
-	struct mlfs_entry e;
-	unsigned layer;
-	size_t idx;
-	mlfs_tree_entry(v->tree, node, &e, &layer, &idx);
-	for (uint32_t j = 0; layer != MLFS_TREE_IMPLICIT && j < e.n_xattrs; j++) {
+	for (uint32_t j = 0; r.layer && j < r.e.n_xattrs; j++) {
 		const char *xn;
 		const void *xv;
 		size_t xl;
-		mlfs_layer_xattr(v->layers[layer], idx, j, &xn, &xv, &xl);
+		mlfs_layer_xattr(r.layer, r.entry, j, &xn, &xv, &xl);
 		if (strcmp(xn, name))
 			continue;
 		if (size == 0)
@@ -362,48 +435,38 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	const struct mlfs_view *v = view_or_reply(req);
-	if (!v)
+	struct ref r;
+	if (!resolve(req, ino, true, &r))
 		return;
-	uint32_t node;
-	if (!node_of(v, ino, &node)) {
-		fuse_reply_err(req, ESTALE);
+	size_t total = 0;
+	for (uint32_t j = 0; r.layer && j < r.e.n_xattrs; j++) {
+		const char *xn;
+		const void *xv;
+		size_t xl;
+		mlfs_layer_xattr(r.layer, r.entry, j, &xn, &xv, &xl);
+		total += strlen(xn) + 1;
+	}
+	if (size == 0) {
+		fuse_reply_xattr(req, total);
 		return;
 	}
-	struct mlfs_entry e;
-	unsigned layer;
-	size_t idx;
-	mlfs_tree_entry(v->tree, node, &e, &layer, &idx);
-	size_t total = 0;
-	char *buf = NULL;
-	for (int pass = 0; pass < 2; pass++) {
-		size_t at = 0;
-		for (uint32_t j = 0; layer != MLFS_TREE_IMPLICIT && j < e.n_xattrs; j++) {
-			const char *xn;
-			const void *xv;
-			size_t xl;
-			mlfs_layer_xattr(v->layers[layer], idx, j, &xn, &xv, &xl);
-			size_t n = strlen(xn) + 1;
-			if (buf)
-				memcpy(buf + at, xn, n);
-			at += n;
-		}
-		total = at;
-		if (pass == 0) {
-			if (size == 0) {
-				fuse_reply_xattr(req, total);
-				return;
-			}
-			if (size < total) {
-				fuse_reply_err(req, ERANGE);
-				return;
-			}
-			buf = malloc(total ? total : 1);
-			if (!buf) {
-				fuse_reply_err(req, ENOMEM);
-				return;
-			}
-		}
+	if (size < total) {
+		fuse_reply_err(req, ERANGE);
+		return;
+	}
+	char *buf = malloc(total ? total : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	size_t at = 0;
+	for (uint32_t j = 0; r.layer && j < r.e.n_xattrs; j++) {
+		const char *xn;
+		const void *xv;
+		size_t xl;
+		mlfs_layer_xattr(r.layer, r.entry, j, &xn, &xv, &xl);
+		memcpy(buf + at, xn, strlen(xn) + 1);
+		at += strlen(xn) + 1;
 	}
 	fuse_reply_buf(req, buf, total);
 	free(buf);

@@ -661,3 +661,31 @@ def test_options_accepted(mounter, demo, opts):
 def test_helper_mount_with_options(mounter, demo):
     m = mounter.mount(demo.ref("demo:latest"), "platform=linux/arm64", "ro", use_helper=True)
     assert platform_of(m) == "linux/arm64/v8"
+
+
+def test_file_in_top_layer_readable_while_a_lower_layer_is_unavailable(mounter, demo, proxy):
+    """A lookup is answered once the layers above its match are indexed: with
+    the bottom layer (busybox) unavailable, the top layer's file still reads;
+    what needs the bottom layer (a listing, /bin/busybox) fails with EIO."""
+    info = Images.by_platform(demo.index, "linux/amd64")
+    bottom, top = info["layers"][0]["digest"], info["layers"][-1]["digest"]
+    proxy.fail("/blobs/" + bottom, 503, times=10 ** 6)
+    m = mounter.mount(proxy.host + "/demo:latest", "platform=linux/amd64", "timeout=5", foreground=True)
+    [(data, err)] = read_in_child([m.path("etc", "mlfs-platform")], timeout=60)
+    assert data == b"linux/amd64\n", "top-layer file not served early (errno %r)\n%s" % (err, m.stderr())
+    assert proxy.requests("/blobs/" + top), "the top layer was never fetched"
+    [(data, err)] = read_in_child([m.path("bin", "busybox")], timeout=60)
+    assert data is None and err == errno.EIO, (data, err)
+    # Once the bottom layer is back, everything is there, under the same inodes.
+    early_ino = os.stat(m.path("etc", "mlfs-platform")).st_ino
+    proxy.clear()
+    results = []
+    for _ in range(3):
+        [(data, err)] = read_in_child([m.path("bin", "busybox")], timeout=60)
+        results.append(err)
+        if data is not None:
+            break
+        time.sleep(1)
+    assert data is not None and data[:4] == b"\x7fELF", results
+    assert sorted(os.listdir(m.mountpoint)) == ["bin", "etc"]
+    assert os.stat(m.path("etc", "mlfs-platform")).st_ino == early_ino
