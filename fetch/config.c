@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <jansson.h>
 
 #include "common/cleanup.h"
@@ -213,6 +214,35 @@ static int parse_rootfs(struct mlfs_err *err, json_t *root, struct mlfs_config *
 	return 0;
 }
 
+/* RFC 3339 ("2024-01-02T03:04:05.5Z", "...+01:00"): the image's own
+ * timestamp is informational, so a value that does not parse is ignored. */
+static bool parse_rfc3339(const char *s, int64_t *out)
+{
+	struct tm tm = { 0 };
+	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return false;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	long offset = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int hh, mm;
+		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+			return false;
+		offset = (hh * 60L + mm) * 60L * (*p == '-' ? -1 : 1);
+		p += 6;
+	} else {
+		return false;
+	}
+	if (*p)
+		return false;
+	*out = (int64_t)timegm(&tm) - offset;
+	return true;
+}
+
 int mlfs_config_parse(const void *buf, size_t len, struct mlfs_config **out, struct mlfs_err *err)
 {
 	_cleanup_(json_decrefp) json_t *root = NULL;
@@ -245,6 +275,11 @@ int mlfs_config_parse(const void *buf, size_t len, struct mlfs_config **out, str
 			     sizeof p->os_version)) < 0)
 		return r;
 	mlfs_platform_normalize(p);
+
+	const char *created = NULL;
+	if ((r = get_string(err, root, "created", "created", false, true, &created)) < 0)
+		return r;
+	c->has_created = created && parse_rfc3339(created, &c->created);
 
 	if ((r = parse_process(err, root, c)) < 0 || (r = parse_rootfs(err, root, c)) < 0)
 		return r;

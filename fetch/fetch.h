@@ -121,6 +121,8 @@ struct mlfs_config {
 	char *user;
 	size_t n_diff_ids;
 	char (*diff_ids)[MLFS_DIGEST_MAX];
+	bool has_created;
+	int64_t created;    /* "created", seconds since the epoch (RFC 3339 in the JSON) */
 };
 
 /* `media` is what the Content-Type said; the body's own mediaType, when

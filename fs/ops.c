@@ -148,7 +148,11 @@ static bool resolve(fuse_req_t req, fuse_ino_t ino, bool early, struct ref *r)
 	return true;
 }
 
-static void fill_stat(const struct ref *r, struct stat *st)
+/* ctime: the image's "created" time for every inode.  A layer has no
+ * ctime to give, and one stable value means the root's placeholder (before
+ * the layers are in) and its real attributes agree on it, which is what
+ * `tar` checks to decide a directory "changed as we read it". */
+static void fill_stat(const struct mlfs_fs *fs, const struct ref *r, struct stat *st)
 {
 	const struct mlfs_entry *e = &r->e;
 	memset(st, 0, sizeof *st);
@@ -169,6 +173,10 @@ static void fill_stat(const struct ref *r, struct stat *st)
 	st->st_mtim.tv_nsec = e->mtime_nsec;
 	st->st_atim = st->st_mtim;
 	st->st_ctim = st->st_mtim;
+	if (fs->img->config->has_created) {
+		st->st_ctim.tv_sec = (time_t)fs->img->config->created;
+		st->st_ctim.tv_nsec = 0;
+	}
 }
 
 static double attr_timeout(const struct ref *r)
@@ -179,7 +187,7 @@ static double attr_timeout(const struct ref *r)
 static void reply_entry(fuse_req_t req, const struct ref *r)
 {
 	struct fuse_entry_param ep = { 0 };
-	fill_stat(r, &ep.attr);
+	fill_stat(fs_of(req), r, &ep.attr);
 	ep.ino = r->ino;
 	ep.generation = 1;
 	ep.attr_timeout = attr_timeout(r);
@@ -267,7 +275,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (!resolve(req, ino, true, &r))
 		return;
 	struct stat st;
-	fill_stat(&r, &st);
+	fill_stat(fs_of(req), &r, &st);
 	fuse_reply_attr(req, &st, attr_timeout(&r));
 }
 
@@ -329,7 +337,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 			ref_from_node(&c, v, child);
 		}
 		struct fuse_entry_param ep = { 0 };
-		fill_stat(&c, &ep.attr);
+		fill_stat(fs_of(req), &c, &ep.attr);
 		size_t n;
 		if (plus) {
 			/* "." and ".." carry no lookup count: the kernel does not remember them. */

@@ -689,3 +689,15 @@ def test_file_in_top_layer_readable_while_a_lower_layer_is_unavailable(mounter, 
     assert data is not None and data[:4] == b"\x7fELF", results
     assert sorted(os.listdir(m.mountpoint)) == ["bin", "etc"]
     assert os.stat(m.path("etc", "mlfs-platform")).st_ino == early_ino
+
+
+def test_tar_of_a_fresh_mount_sees_nothing_change(mounter, demo):
+    """The root's placeholder attributes (before the layers are in) and its
+    real ones agree on ctime, so `tar` does not warn that "." changed while
+    it was read (and exit 1, which breaks scripts)."""
+    m = mounter.mount(demo.ref("demo:latest"), "platform=linux/amd64")
+    r = subprocess.run(["tar", "-cf", "/dev/null", "-C", m.mountpoint, "."], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    created = demo.index["platforms"][[p for p, _ in demo.index["platforms"]].index("linux/amd64")][1]
+    assert created["config"].get("created"), "the demo image has a created time"

@@ -424,7 +424,36 @@ static void test_oci_config(void)
 	tap_is_int(c->n_diff_ids, 3, "three diff_ids");
 	tap_is_str(c->n_diff_ids == 3 ? c->diff_ids[2] : NULL,
 		   "sha256:f451a61749c611ba0fa0e16c61831db44f38c611dff25879cf271a24c81a88b6", "diff_id");
+	tap_ok(c->has_created && c->created == 1704952053, "created 2024-01-11T05:47:33.123456789Z");
 	mlfs_config_free(c);
+}
+
+static void test_config_created(void)
+{
+	static const struct {
+		const char *value;
+		bool ok;
+		int64_t t;
+	} cases[] = {
+		{ "\"1970-01-01T00:00:00Z\"", true, 0 },
+		{ "\"2024-01-11T05:47:33Z\"", true, 1704952053 },
+		{ "\"2024-01-11T06:47:33+01:00\"", true, 1704952053 },
+		{ "\"2024-01-11T04:17:33.5-01:30\"", true, 1704952053 },
+		{ "\"2024-01-11 05:47:33\"", false, 0 },
+		{ "\"yesterday\"", false, 0 },
+		{ "null", false, 0 },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char s[512];
+		snprintf(s, sizeof s, "{\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":%s,"
+			 "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}", cases[i].value);
+		struct mlfs_config *c = NULL;
+		struct mlfs_err err = { 0 };
+		int r = mlfs_config_parse(s, strlen(s), &c, &err);
+		tap_ok(r == 0 && c && c->has_created == cases[i].ok && (!cases[i].ok || c->created == cases[i].t),
+		       "created %s: %s", cases[i].value, cases[i].ok ? "parsed" : "ignored");
+		mlfs_config_free(c);
+	}
 }
 
 static void test_docker_config(void)
@@ -575,6 +604,7 @@ int main(void)
 	test_manifest_inline();
 	test_oci_config();
 	test_docker_config();
+	test_config_created();
 	test_config_inline();
 	test_should_fail();
 	return tap_done();
