@@ -2,7 +2,7 @@
  * fields we read): platform, process defaults, and the diff_ids that tie
  * each layer to the digest of its uncompressed tar.  Untrusted, decoded
  * once into struct mlfs_config; other fields (history, labels, ...) ignored. */
-#include "fetch/fetch.h"
+#include "fetch/internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -28,20 +28,6 @@ static int field_err(struct mlfs_err *err, int code, const char *path, const cha
 	return mlfs_err_set(err, code, "malformed image config: %s: %s", path, why);
 }
 
-static const char *json_type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a real number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "?";
-}
 
 /* obj[key] as a string owned by the tree.  Absent, or null when `nullable`,
  * leaves *out NULL. */
@@ -57,7 +43,7 @@ static int get_string(struct mlfs_err *err, json_t *obj, const char *path, const
 		return 0;
 	}
 	if (json_unpack_ex(v, &e, 0, "s", out) < 0)
-		return field_err(err, EPROTO, path, "must be a string, not %s", json_type_name(v));
+		return field_err(err, EPROTO, path, "must be a string, not %s", mlfs_json_type_name(v));
 	return 0;
 }
 
@@ -106,7 +92,7 @@ static int dup_strv(struct mlfs_err *err, json_t *obj, const char *path, const c
 		return 0;
 	if (!json_is_array(arr))
 		return field_err(err, EPROTO, path, "must be an array of strings or null, not %s",
-				 json_type_name(arr));
+				 mlfs_json_type_name(arr));
 	size_t n = json_array_size(arr);
 	char **v = calloc(n + 1, sizeof *v);
 	if (!v)
@@ -116,7 +102,7 @@ static int dup_strv(struct mlfs_err *err, json_t *obj, const char *path, const c
 		if (!json_is_string(item)) {
 			strv_free(v);
 			return mlfs_err_set(err, EPROTO, "malformed image config: %s[%zu]: must be a "
-					    "string, not %s", path, i, json_type_name(item));
+					    "string, not %s", path, i, mlfs_json_type_name(item));
 		}
 		v[i] = strdup(json_string_value(item));
 		if (!v[i]) {
@@ -155,7 +141,7 @@ static int parse_process(struct mlfs_err *err, json_t *root, struct mlfs_config 
 		return 0;
 	if (!json_is_object(proc))
 		return field_err(err, EPROTO, "config", "must be an object, not %s",
-				 json_type_name(proc));
+				 mlfs_json_type_name(proc));
 	if ((r = dup_strv(err, proc, "config.Entrypoint", "Entrypoint", &c->entrypoint)) < 0 ||
 	    (r = dup_strv(err, proc, "config.Cmd", "Cmd", &c->cmd)) < 0 ||
 	    (r = dup_strv(err, proc, "config.Env", "Env", &c->env)) < 0 ||
@@ -178,7 +164,7 @@ static int parse_rootfs(struct mlfs_err *err, json_t *root, struct mlfs_config *
 		return field_err(err, EPROTO, "rootfs", "missing");
 	if (!json_is_object(rootfs))
 		return field_err(err, EPROTO, "rootfs", "must be an object, not %s",
-				 json_type_name(rootfs));
+				 mlfs_json_type_name(rootfs));
 	if ((r = get_string(err, rootfs, "rootfs.type", "type", true, false, &type)) < 0)
 		return r;
 	if (strcmp(type, "layers") != 0)
@@ -189,7 +175,7 @@ static int parse_rootfs(struct mlfs_err *err, json_t *root, struct mlfs_config *
 		return field_err(err, EPROTO, "rootfs.diff_ids", "missing");
 	if (!json_is_array(diff_ids))
 		return field_err(err, EPROTO, "rootfs.diff_ids", "must be an array, not %s",
-				 json_type_name(diff_ids));
+				 mlfs_json_type_name(diff_ids));
 	size_t n = json_array_size(diff_ids);
 	c->diff_ids = calloc(n ? n : 1, sizeof *c->diff_ids);
 	if (!c->diff_ids)
@@ -199,7 +185,7 @@ static int parse_rootfs(struct mlfs_err *err, json_t *root, struct mlfs_config *
 		const char *s = json_string_value(item);
 		if (!s)
 			return mlfs_err_set(err, EPROTO, "malformed image config: rootfs.diff_ids[%zu]: "
-					    "must be a string, not %s", i, json_type_name(item));
+					    "must be a string, not %s", i, mlfs_json_type_name(item));
 		r = mlfs_digest_validate(s);
 		if (r == -ENOTSUP)
 			return mlfs_err_set(err, EPROTONOSUPPORT, "image config: rootfs.diff_ids[%zu]: "
@@ -260,7 +246,7 @@ int mlfs_config_parse(const void *buf, size_t len, struct mlfs_config **out, str
 				    e.line, e.column, e.text);
 	if (!json_is_object(root))
 		return mlfs_err_set(err, EPROTO, "malformed image config: must be a JSON object, not %s",
-				    json_type_name(root));
+				    mlfs_json_type_name(root));
 
 	c = calloc(1, sizeof *c);
 	if (!c)

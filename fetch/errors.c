@@ -1,4 +1,7 @@
-/* The distribution spec's error body: {"errors":[{"code","message","detail"}]}.
+/* JSON error texts: the registry's error bodies, and type names for the
+ * parsers' messages.
+ *
+ * The distribution spec's error body: {"errors":[{"code","message","detail"}]}.
  * Only the first error is shown: registries rarely send more, and the user
  * reads one line. */
 #include <stdio.h>
@@ -29,4 +32,20 @@ void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t bu
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = ' ';
 	json_decref(root);
+}
+
+/* For messages about untrusted JSON: "must be a string, not an array". */
+const char *mlfs_json_type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a real number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "a boolean";
+	case JSON_NULL: return "null";
+	}
+	return "?";
 }

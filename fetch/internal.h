@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "fetch/fetch.h"
 
 /* ---- http.c: the one libcurl layer ------------------------------------- */
@@ -78,6 +80,9 @@ int mlfs_registry_get_url(struct mlfs_registry *reg, const char *url, off_t offs
 char *mlfs_basic_auth_header(const char *user, const char *secret);
 
 /* ---- errors.c: the registry's error bodies ------------------------------ */
+
+/* "a string", "an array", ...: a JSON value's type, for messages. */
+const char *mlfs_json_type_name(const json_t *v);
 
 /* "manifest unknown (MANIFEST_UNKNOWN)" from {"errors":[...]}, or "" . */
 void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t buflen);

@@ -9,7 +9,7 @@
  *
  * Errors carry the path of the offending field ("layers[2].digest") so that
  * a user looking at a broken image knows where to look. */
-#include "fetch/fetch.h"
+#include "fetch/internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -58,20 +58,6 @@ static int field_err(const struct where *w, int code, const char *path, const ch
 			    *path && *key ? "." : "", key, why);
 }
 
-static const char *json_type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a real number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "?";
-}
 
 /* obj[key] as a string; *out stays NULL when absent and !required.  The
  * string belongs to the JSON tree. */
@@ -82,7 +68,7 @@ static int get_string(const struct where *w, json_t *obj, const char *path, cons
 	*out = NULL;
 	if (json_unpack_ex(obj, &e, 0, "{s?s}", key, out) < 0)
 		return field_err(w, EPROTO, path, key, "must be a string, not %s",
-				 json_type_name(json_object_get(obj, key)));
+				 mlfs_json_type_name(json_object_get(obj, key)));
 	if (required && !*out)
 		return field_err(w, EPROTO, path, key, "missing");
 	return 0;
@@ -104,7 +90,7 @@ static int get_container(const struct where *w, json_t *obj, const char *path, c
 	if (json_typeof(*out) != type)
 		return field_err(w, EPROTO, path, key, "must be %s, not %s",
 				 type == JSON_OBJECT ? "an object" : "an array",
-				 json_type_name(*out));
+				 mlfs_json_type_name(*out));
 	return 0;
 }
 
@@ -174,7 +160,7 @@ static int parse_urls(const struct where *w, json_t *arr, const char *path, char
 			snprintf(key, sizeof key, "urls[%zu]", i);
 			strv_free(v);
 			return field_err(w, EPROTO, path, key, "must be a string, not %s",
-					 json_type_name(item));
+					 mlfs_json_type_name(item));
 		}
 		v[i] = strdup(json_string_value(item));
 		if (!v[i]) {
@@ -205,7 +191,7 @@ static int parse_descriptor(const struct where *w, json_t *obj, const char *path
 
 	memset(d, 0, sizeof *d);
 	if (!json_is_object(obj))
-		return field_err(w, EPROTO, path, "", "must be an object, not %s", json_type_name(obj));
+		return field_err(w, EPROTO, path, "", "must be an object, not %s", mlfs_json_type_name(obj));
 
 	if ((r = get_string(w, obj, path, "mediaType", true, &media_type)) < 0 ||
 	    (r = get_string(w, obj, path, "digest", true, &digest)) < 0)
@@ -214,7 +200,7 @@ static int parse_descriptor(const struct where *w, json_t *obj, const char *path
 		return field_err(w, EPROTO, path, "size", "missing");
 	if (json_unpack_ex(obj, &e, 0, "{s:I}", "size", &size) < 0)
 		return field_err(w, EPROTO, path, "size", "must be an integer, not %s",
-				 json_type_name(json_object_get(obj, "size")));
+				 mlfs_json_type_name(json_object_get(obj, "size")));
 	if (size < 0)
 		return field_err(w, EPROTO, path, "size", "negative (%" PRId64 ")", (int64_t)size);
 	if ((r = get_container(w, obj, path, "platform", JSON_OBJECT, false, &platform)) < 0 ||
@@ -303,13 +289,13 @@ static int load_document(const struct where *w, const void *buf, size_t len,
 				    e.line, e.column, e.text);
 	if (!json_is_object(root))
 		return mlfs_err_set(w->err, EPROTO, "malformed %s: must be a JSON object, not %s",
-				    w->what, json_type_name(root));
+				    w->what, mlfs_json_type_name(root));
 
 	if (!json_object_get(root, "schemaVersion"))
 		return field_err(w, EPROTO, "", "schemaVersion", "missing");
 	if (json_unpack_ex(root, &e, 0, "{s:I}", "schemaVersion", &version) < 0)
 		return field_err(w, EPROTO, "", "schemaVersion", "must be an integer, not %s",
-				 json_type_name(json_object_get(root, "schemaVersion")));
+				 mlfs_json_type_name(json_object_get(root, "schemaVersion")));
 	if (version == 1)
 		return mlfs_err_set(w->err, EPROTONOSUPPORT, SCHEMA1_MSG);
 	if (version != 2)
