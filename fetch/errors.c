@@ -27,10 +27,14 @@ void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t bu
 		snprintf(buf, buflen, "%s (%s)", message, code);
 	else if (message || code)
 		snprintf(buf, buflen, "%s", message ? message : code);
-	/* Strip control characters: this text is the server's, shown on a terminal. */
-	for (char *p = buf; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+	/* Strip control characters, C1 ones in UTF-8 (0xc2 0x80-0x9f) too:
+	 * this text is the server's, shown on a terminal. */
+	for (unsigned char *p = (unsigned char *)buf; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
 			*p = ' ';
+		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+			p[0] = p[1] = ' ';
+	}
 	json_decref(root);
 }
 

@@ -158,11 +158,13 @@ struct xfer {
 	char *location;
 	long retry_after_s;     /* -1: none */
 	off_t want_from;        /* absolute offset the sink expects next */
+	long long range_from;   /* first byte of a 206's Content-Range, -1 when none */
 	off_t skip;             /* bytes to drop (server ignored Range) */
 	bool status_known;
 	long status;
 	int sink_error;         /* what the sink returned, when it aborted */
 	bool too_big;
+	bool bad_range;
 };
 
 static char *header_value(const char *line, size_t len, const char *name)
@@ -196,7 +198,15 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *priv)
 		free(x->location);
 		x->location = NULL;
 		x->retry_after_s = -1;
+		x->range_from = -1;
 		return len;
+	}
+	char *cr = header_value(line, len, "Content-Range");
+	if (cr) {
+		long long from;
+		if (sscanf(cr, "bytes %lld-", &from) == 1 && from >= 0)
+			x->range_from = from;
+		free(cr);
 	}
 	replace(&x->resp->content_type, header_value(line, len, "Content-Type"));
 	replace(&x->resp->docker_digest, header_value(line, len, "Docker-Content-Digest"));
@@ -244,9 +254,18 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *priv)
 	if (!x->status_known) {
 		curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->status);
 		x->status_known = true;
-		/* Asked for a range and got the whole body: skip what we have. */
+		/* Asked for a range and got the whole body: skip what we have.
+		 * Got another range than asked (a proxy's idea): skip up to
+		 * ours, or give up on a range that starts past it. */
 		if (x->status == 200 && x->want_from > 0)
 			x->skip = x->want_from;
+		if (x->status == 206 && x->range_from >= 0 && x->range_from != x->want_from) {
+			if (x->range_from > x->want_from) {
+				x->bad_range = true;
+				return 0;
+			}
+			x->skip = x->want_from - x->range_from;
+		}
 	}
 	if (x->status >= 300 || !x->req->sink) {
 		size_t cap = x->status >= 300 ? ERROR_BODY_MAX : x->req->max_body;
@@ -476,7 +495,7 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		return mlfs_err_set(err, ENOMEM, "out of memory starting an HTTP request");
 
 	struct xfer x = { .req = req, .resp = resp, .curl = c, .retry_after_s = -1,
-			  .want_from = req->range_start };
+			  .want_from = req->range_start, .range_from = -1 };
 	int r = 0;
 	for (int attempt = 0;; attempt++) {
 		_cleanup_free_ char *url = strdup(req->url);
@@ -519,6 +538,11 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		}
 		if (x.sink_error) {
 			r = x.sink_error;
+			goto out;
+		}
+		if (x.bad_range) {
+			r = mlfs_err_set(err, EPROTO, "%s answered with bytes from %lld when asked from %lld", req->url,
+					 x.range_from, (long long)x.want_from);
 			goto out;
 		}
 		if (x.too_big) {

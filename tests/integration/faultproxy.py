@@ -40,6 +40,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             host, port = owner.upstream
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        back = owner.misrange_for(self.path)
+        if back and "Range" in headers and headers["Range"].startswith("bytes="):
+            start = int(headers["Range"][6:].split("-")[0])
+            headers["Range"] = "bytes=%d-" % max(0, start - back)
         conn = http.client.HTTPConnection(host, port, timeout=30)
         try:
             conn.request(self.command, target, headers=headers)
@@ -76,6 +80,7 @@ class FaultProxy:
         self._faults = []      # [regex, status, headers, remaining, pass first N]
         self._cuts = []        # [regex, nbytes, remaining]
         self._redirect = None  # (regex, base_url)
+        self._misrange = None  # (regex, bytes): answer Range requests from that much earlier
         self._store = None     # callable(path) -> bytes|None, when acting as a blob store
         self.httpd = http.server.ThreadingHTTPServer((bind, 0), _Handler)
         self.httpd.daemon_threads = True
@@ -99,6 +104,15 @@ class FaultProxy:
     def cut(self, pattern, nbytes, times=1):
         with self._lock:
             self._cuts.append([re.compile(pattern), nbytes, times])
+
+    def misrange(self, pattern, back):
+        """Answer ranged GETs with bytes from `back` earlier than asked (a
+        206 whose Content-Range is not the one requested)."""
+        self._misrange = (re.compile(pattern), back)
+
+    def misrange_for(self, path):
+        m = self._misrange
+        return m[1] if m and m[0].search(path) else 0
 
     def redirect_blobs(self, base_url, pattern=r"/blobs/sha256:"):
         self._redirect = (re.compile(pattern), base_url)

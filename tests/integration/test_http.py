@@ -177,3 +177,18 @@ def test_token_renewed_mid_download_keeps_the_offset(mlfs, mlfs_env, bearer):
             assert f.read() == g.read()
     finally:
         front.close()
+
+
+def test_206_with_another_range_is_realigned(mlfs, mlfs_env, proxy, demo):
+    """A resumed download answered from earlier bytes than asked (206 with
+    its own Content-Range): the overlap is skipped, the blob is exact."""
+    layer = biggest_layer(amd64(demo))
+    cut = layer["size"] // 2
+    proxy.cut(r"/blobs/" + layer["digest"], cut)
+    proxy.misrange(r"/blobs/" + layer["digest"], 1000)
+    assert_ok(mlfs("pull", "--platform", "linux/amd64", proxy.host + "/demo:latest"))
+    with open(cache_blob_path(mlfs_env, layer["digest"]), "rb") as f, \
+            open(demo.registry.blob_data_path(layer["digest"]), "rb") as g:
+        assert f.read() == g.read()
+    gets = proxy.requests(r"/blobs/" + layer["digest"])
+    assert [g["headers"].get("range") for g in gets] == [None, "bytes=%d-" % cut]
