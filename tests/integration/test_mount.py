@@ -30,7 +30,7 @@ from conftest import HOST_PLATFORM, REPO_ROOT, Images
 from faultproxy import FaultProxy
 from helpers import assert_mlfs_error, sha256_file, wait_for
 from mounts import (
-    Mounter, assert_not_mounted, is_mounted, mlfs_pids, mounts_at, proc_mounts, read_in_child,
+    Mounter, assert_not_mounted, force_unmount, is_mounted, mlfs_pids, mounts_at, proc_mounts, read_in_child,
     real_path,
 )
 from reference import push_rich_image, unpack_reference
@@ -701,3 +701,47 @@ def test_tar_of_a_fresh_mount_sees_nothing_change(mounter, demo):
     assert r.returncode == 0, r.stderr
     created = demo.index["platforms"][[p for p, _ in demo.index["platforms"]].index("linux/amd64")][1]
     assert created["config"].get("created"), "the demo image has a created time"
+
+
+@pytest.fixture
+def sbin_helper(mlfs_bin):
+    """/sbin/mount.mlfs -> the mlfs under test, for mount(8); removed after
+    unless it was there already."""
+    path = "/sbin/mount.mlfs"
+    if os.path.lexists(path):
+        if os.path.realpath(path) != os.path.realpath(mlfs_bin):
+            pytest.skip("%s exists and is not the mlfs under test" % path)
+        yield path
+        return
+    os.symlink(os.path.realpath(mlfs_bin), path)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def test_mount_t_mlfs_and_an_fstab_line(sbin_helper, demo, tmp_path):
+    """mount(8) runs /sbin/mount.mlfs for -t mlfs and for an fstab line
+    (adding its own rw/noauto/...); both mount, both unmount with umount."""
+    cache = tmp_path / "cache"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    ref = demo.ref("demo:latest")
+    try:
+        r = subprocess.run(["mount", "-t", "mlfs", "-o", "platform=linux/arm64,cache=%s" % cache, ref, str(mnt)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert read(os.path.join(mnt, "etc", "mlfs-platform")) == b"linux/arm64/v8\n"
+        assert subprocess.run(["umount", str(mnt)], timeout=60).returncode == 0
+        assert not is_mounted(str(mnt))
+
+        fstab = tmp_path / "fstab"
+        fstab.write_text("%s %s mlfs ro,noauto,nofail,x-systemd.automount,platform=linux/s390x,cache=%s 0 0\n"
+                         % (ref, mnt, cache))
+        r = subprocess.run(["mount", "-T", str(fstab), str(mnt)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert read(os.path.join(mnt, "etc", "mlfs-platform")) == b"linux/s390x\n"
+        assert subprocess.run(["umount", str(mnt)], timeout=60).returncode == 0
+    finally:
+        if is_mounted(str(mnt)):
+            force_unmount(str(mnt))
