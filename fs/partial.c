@@ -110,9 +110,9 @@ static enum hiding hides_below(const struct mlfs_layer *layer, const uint32_t *s
 	char a[PATH_MAX_PARTIAL + 1];
 	size_t len = strlen(dir), e = 0;
 	*nondir = false;
-	if (about(layer, sorted, "", &e).opaque)
-		return HIDES;
-	enum hiding h = SHOWS;
+	/* A root opaque marker hides everything below, but the ancestors
+	 * must still be looked at: one may remove this layer's own entry. */
+	enum hiding h = about(layer, sorted, "", &e).opaque ? HIDES : SHOWS;
 	for (size_t k = 1; k <= len; k++) {
 		if (dir[k] != '/' && dir[k] != '\0')
 			continue;

@@ -58,6 +58,12 @@ static void random_entry(unsigned *seed, struct lg_entry *e, char *buf, size_t c
 	const char *p = names[rand_r(seed) % N_NAMES];
 	memset(e, 0, sizeof *e);
 	e->mtime = 1700000000;
+	if (rand_r(seed) % 12 == 0) {
+		/* The root itself: its own entry, or an opaque marker on it. */
+		e->path = rand_r(seed) % 2 ? "./" : "./.wh..wh..opq";
+		e->type = e->path[2] ? 'f' : 'd';
+		return;
+	}
 	switch (rand_r(seed) % 7) {
 	case 0:
 	case 1:
