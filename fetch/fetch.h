@@ -88,6 +88,7 @@ bool mlfs_media_is_layer(enum mlfs_media m);
 const char *mlfs_media_accept(void);
 
 #define MLFS_MANIFEST_MAX (4u << 20) /* refuse manifests and configs larger than 4 MiB */
+#define MLFS_MAX_LAYERS 4096        /* Docker stops at 127; the merged tree's limit is 65534 */
 
 struct mlfs_descriptor {
 	char *media_type;

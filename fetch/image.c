@@ -139,6 +139,11 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 		mlfs_err_wrap(err, "config %s", img->manifest->config.digest);
 		goto fail;
 	}
+	if (img->manifest->n_layers > MLFS_MAX_LAYERS) {
+		r = mlfs_err_set(err, E2BIG, "%s has %zu layers; at most %d are supported", img->canonical,
+				 img->manifest->n_layers, MLFS_MAX_LAYERS);
+		goto fail;
+	}
 	if (img->config->n_diff_ids != img->manifest->n_layers) {
 		r = mlfs_err_set(err, EPROTO, "malformed image: the manifest has %zu layers but the config %zu diff_ids",
 				 img->manifest->n_layers, img->config->n_diff_ids);

@@ -80,6 +80,12 @@ static int fetch_and_index(struct mlfs_image *img, size_t i, const struct mlfs_l
 		*err = x.err;
 		return x.r;
 	}
+	if (r == -EPIPE && x.r == 0) {
+		/* The indexer found the layer indexed by another process meanwhile
+		 * and stopped reading: its layer is good, the download not needed. */
+		*out = x.layer;
+		return 0;
+	}
 	if (r < 0) {
 		mlfs_layer_free(x.layer);
 		return r;

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ struct loader {
 	pthread_cond_t cond;
 	enum load_state state;
 	unsigned generation;      /* bumped when a load ends, so waiters see each outcome */
+	bool failing;             /* a layer of the load under way failed: nobody waits for the rest */
 	bool thread_running;
 	pthread_t thread;
 };
@@ -84,6 +86,13 @@ static void *worker(void *arg)
 				j->err = err;
 			}
 			pthread_mutex_unlock(&j->lock);
+			/* Waiters learn now, not when the slowest other download ends;
+			 * the layers still in flight are kept for the next attempt. */
+			pthread_mutex_lock(&l->lock);
+			l->failing = true;
+			pthread_cond_broadcast(&l->cond);
+			pthread_mutex_unlock(&l->lock);
+			log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical, err.msg[0] ? err.msg : "a layer failed");
 			return NULL;
 		}
 		pthread_mutex_lock(&l->lock);
@@ -152,6 +161,13 @@ static int build_view(struct loader *l, struct mlfs_view *v, struct mlfs_err *er
 static void *coordinator(void *arg)
 {
 	struct loader *l = arg;
+	/* Workers and indexers inherit this: a write to a pipe whose reader is
+	 * gone must fail with EPIPE even while libfuse resets SIGPIPE to its
+	 * default at unmount. */
+	sigset_t pipe_only;
+	sigemptyset(&pipe_only);
+	sigaddset(&pipe_only, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_only, NULL);
 	size_t n = l->n_layers;
 	struct load_job j = { .l = l, .next = n };
 	pthread_mutex_init(&j.lock, NULL);
@@ -176,8 +192,9 @@ static void *coordinator(void *arg)
 
 	pthread_mutex_lock(&l->lock);
 	if (j.failed) {
-		log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical,
-			  j.err.msg[0] ? j.err.msg : "loading the layers failed");
+		if (!l->failing) /* a worker's failure was logged when it happened */
+			log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical,
+				  j.err.msg[0] ? j.err.msg : "loading the layers failed");
 		view_free(v);
 		l->state = LOAD_FAILED;
 	} else {
@@ -231,6 +248,7 @@ static void start_locked(struct loader *l)
 		l->thread_running = false;
 	}
 	l->state = LOAD_RUNNING;
+	l->failing = false;
 	if (pthread_create(&l->thread, NULL, coordinator, l) != 0) {
 		l->state = LOAD_FAILED;
 		log_error(MLFS_AREA_FS, "cannot start a loader thread");
@@ -285,8 +303,8 @@ static int wait_locked(struct loader *l, bool (*ready)(struct loader *l, size_t 
 	start_locked(l);
 	unsigned gen = l->generation;
 	while (!ready(l, arg)) {
-		if (l->generation != gen || l->state != LOAD_RUNNING)
-			return -EIO; /* the load ended without it: the reason was logged */
+		if (l->generation != gen || l->state != LOAD_RUNNING || l->failing)
+			return -EIO; /* the load ended (or will) without it: the reason was logged */
 		if (past(&deadline)) {
 			log_error(MLFS_AREA_FS, "%s: timed out after %us waiting for the layers (-o timeout=)",
 				  l->img->canonical, l->timeout_s);

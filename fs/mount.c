@@ -64,9 +64,17 @@ static int serve(struct mlfs_fs *fs, const struct mount_opts *o, struct mlfs_err
 		}
 	}
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	if (!cfg) {
+		fuse_session_unmount(se);
+		fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	}
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
-	fuse_loop_cfg_set_max_threads(cfg, 32);
+	/* Requests waiting for layers hold a thread each: leave enough for
+	 * the rest (and for INTERRUPT) while a big walk waits. */
+	fuse_loop_cfg_set_max_threads(cfg, 128);
 	fs->se = se;
 	r = fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
