@@ -19,23 +19,14 @@
 #include <sys/sysmacros.h>
 
 #include "common/log.h"
+#include "common/grow.h"
 #include "layers/internal.h"
 
 #define OVERFLOW_ID 65534u /* what the kernel shows for ids it cannot map */
 
 static int grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
-	if (need <= *cap)
-		return 0;
-	size_t n = *cap ? *cap : 64;
-	while (n < need)
-		n *= 2;
-	void *p = realloc(*arr, n * elem);
-	if (!p)
-		return -ENOMEM;
-	*arr = p;
-	*cap = n;
-	return 0;
+	return mlfs_grow(arr, cap, need, elem, 64, SIZE_MAX);
 }
 
 static int arena_add(struct mlfs_layer *l, const void *s, size_t len, bool nul, uint32_t *off)

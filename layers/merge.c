@@ -46,6 +46,7 @@
 #include <sys/stat.h>
 
 #include "common/log.h"
+#include "common/grow.h"
 #include "layers/internal.h"
 
 #define NONE UINT32_MAX
@@ -109,19 +110,7 @@ struct mlfs_tree {
 
 static int grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
-	if (need <= *cap)
-		return 0;
-	if (need >= NONE)
-		return -EFBIG;
-	size_t n = *cap ? *cap : 256;
-	while (n < need)
-		n *= 2;
-	void *p = realloc(*arr, n * elem);
-	if (!p)
-		return -ENOMEM;
-	*arr = p;
-	*cap = n;
-	return 0;
+	return mlfs_grow(arr, cap, need, elem, 256, NONE);
 }
 
 static size_t hash(uint32_t parent, const char *name, size_t len)
