@@ -121,8 +121,16 @@ int mlfs_cmd_mount(int argc, char **argv)
 		mlfs_err_set(&err, -r, "out of memory");
 	if (r == 0)
 		r = serve(&fs, &o, &err);
-	if (loader_free(fs.loader) == 0)
-		mlfs_image_free(fs.img);
+	if (loader_free(fs.loader) == -EBUSY) {
+		/* Unmounted while layers still download: those threads use the
+		 * image and libcurl, so neither may be torn down under them, and
+		 * exit handlers (OpenSSL's) must not run either.  What they leave
+		 * in the cache is a .partial file the next run resumes. */
+		int status = r < 0 ? cli_fail(&err) : 0;
+		fflush(NULL);
+		_exit(status);
+	}
+	mlfs_image_free(fs.img);
 	mount_opts_clear(&o);
 	return r < 0 ? cli_fail(&err) : 0;
 }

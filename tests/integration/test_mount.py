@@ -745,3 +745,19 @@ def test_mount_t_mlfs_and_an_fstab_line(sbin_helper, demo, tmp_path):
     finally:
         if is_mounted(str(mnt)):
             force_unmount(str(mnt))
+
+
+@pytest.mark.parametrize("how", ["fusermount3", "sigterm"])
+def test_unmount_while_a_layer_is_still_loading(mounter, demo, proxy, how):
+    """Unmounted while the bottom layer is still being fetched (its blob
+    keeps answering 503): the daemon exits cleanly and at once, without
+    tearing the image down under the download."""
+    info = Images.by_platform(demo.index, "linux/amd64")
+    proxy.fail("/blobs/" + info["layers"][0]["digest"], 503, times=10 ** 6)
+    m = mounter.mount(proxy.host + "/demo:latest", "platform=linux/amd64", foreground=True)
+    assert read(m.path("etc", "mlfs-platform")) == b"linux/amd64\n"  # answered early: the load goes on
+    started = time.monotonic()
+    rc = m.unmount(how)
+    assert_not_mounted(m.mountpoint)
+    assert rc == 0, "mlfs exited %r\n%s" % (rc, m.stderr())
+    assert time.monotonic() - started < 30
