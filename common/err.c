@@ -4,6 +4,15 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A message is one line on a terminal whatever went into it (a parser's
+ * quote of the input, a server's text): control characters become spaces. */
+static void one_line(char *msg)
+{
+	for (unsigned char *p = (unsigned char *)msg; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+}
+
 int mlfs_err_set(struct mlfs_err *err, int code, const char *fmt, ...)
 {
 	if (code < 0)
@@ -13,6 +22,7 @@ int mlfs_err_set(struct mlfs_err *err, int code, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
 		va_end(ap);
+		one_line(err->msg);
 		err->code = code;
 	}
 	return -code;
@@ -39,6 +49,7 @@ int mlfs_err_wrap(struct mlfs_err *err, const char *fmt, ...)
 	memcpy(err->msg, prefix, plen);
 	memcpy(err->msg + plen, ": ", 2);
 	err->msg[plen + 2 + mlen] = '\0';
+	one_line(err->msg);
 	return -(err->code ? err->code : 1);
 }
 

@@ -1,6 +1,9 @@
+/* common/: digests and one-line error messages. */
 #include <errno.h>
+#include <string.h>
 
 #include "common/digest.h"
+#include "common/err.h"
 #include "tap.h"
 
 int main(void)
@@ -17,5 +20,11 @@ int main(void)
 	tap_is_int(mlfs_digest_validate("nocolon"), -EINVAL, "no colon refused");
 	tap_is_int(mlfs_digest_validate(":abc"), -EINVAL, "empty algorithm refused");
 	tap_is_int(mlfs_digest_validate("SHA!:abc"), -EINVAL, "bad algorithm characters refused");
+	/* Errors are one line, whatever text went into them. */
+	struct mlfs_err err = { 0 };
+	tap_is_int(mlfs_err_set(&err, EPROTO, "near '%s'", "a\nb\r\x1b[2J"), -EPROTO, "err_set returns -code");
+	tap_ok(!strpbrk(err.msg, "\n\r\x1b"), "control characters removed: %s", err.msg);
+	mlfs_err_wrap(&err, "ctx\n%d", 1);
+	tap_ok(!strchr(err.msg, '\n') && !strncmp(err.msg, "ctx 1: near", 11), "wrap keeps one line: %s", err.msg);
 	return tap_done();
 }
