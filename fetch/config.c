@@ -72,14 +72,6 @@ static int dup_string(struct mlfs_err *err, json_t *obj, const char *path, const
 	return *out ? 0 : mlfs_err_set(err, ENOMEM, "out of memory");
 }
 
-static void strv_free(char **v)
-{
-	if (!v)
-		return;
-	for (char **p = v; *p; p++)
-		free(*p);
-	free(v);
-}
 
 /* A JSON array of strings or null.  An empty array stays an empty list
  * (not NULL): `"Entrypoint": []` is a deliberate reset in Docker. */
@@ -100,13 +92,13 @@ static int dup_strv(struct mlfs_err *err, json_t *obj, const char *path, const c
 	for (size_t i = 0; i < n; i++) {
 		json_t *item = json_array_get(arr, i);
 		if (!json_is_string(item)) {
-			strv_free(v);
+			mlfs_strv_free(v);
 			return mlfs_err_set(err, EPROTO, "malformed image config: %s[%zu]: must be a "
 					    "string, not %s", path, i, mlfs_json_type_name(item));
 		}
 		v[i] = strdup(json_string_value(item));
 		if (!v[i]) {
-			strv_free(v);
+			mlfs_strv_free(v);
 			return mlfs_err_set(err, ENOMEM, "out of memory");
 		}
 	}
@@ -118,9 +110,9 @@ void mlfs_config_free(struct mlfs_config *c)
 {
 	if (!c)
 		return;
-	strv_free(c->entrypoint);
-	strv_free(c->cmd);
-	strv_free(c->env);
+	mlfs_strv_free(c->entrypoint);
+	mlfs_strv_free(c->cmd);
+	mlfs_strv_free(c->env);
 	free(c->working_dir);
 	free(c->user);
 	free(c->diff_ids);

@@ -81,6 +81,9 @@ char *mlfs_basic_auth_header(const char *user, const char *secret);
 
 /* ---- errors.c: the registry's error bodies ------------------------------ */
 
+/* Frees a NULL-terminated list of strings (manifest urls, config lists). */
+void mlfs_strv_free(char **v);
+
 /* "a string", "an array", ...: a JSON value's type, for messages. */
 const char *mlfs_json_type_name(const json_t *v);
 

@@ -135,7 +135,7 @@ static int parse_platform(const struct where *w, json_t *obj, const char *path,
 	return 0;
 }
 
-static void strv_free(char **v)
+void mlfs_strv_free(char **v)
 {
 	if (!v)
 		return;
@@ -158,13 +158,13 @@ static int parse_urls(const struct where *w, json_t *arr, const char *path, char
 		if (!json_is_string(item)) {
 			char key[32];
 			snprintf(key, sizeof key, "urls[%zu]", i);
-			strv_free(v);
+			mlfs_strv_free(v);
 			return field_err(w, EPROTO, path, key, "must be a string, not %s",
 					 mlfs_json_type_name(item));
 		}
 		v[i] = strdup(json_string_value(item));
 		if (!v[i]) {
-			strv_free(v);
+			mlfs_strv_free(v);
 			return mlfs_err_set(w->err, ENOMEM, "out of memory");
 		}
 	}
@@ -175,7 +175,7 @@ static int parse_urls(const struct where *w, json_t *arr, const char *path, char
 static void descriptor_clear(struct mlfs_descriptor *d)
 {
 	free(d->media_type);
-	strv_free(d->urls);
+	mlfs_strv_free(d->urls);
 	memset(d, 0, sizeof *d);
 }
 

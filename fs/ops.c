@@ -446,37 +446,30 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	struct ref r;
 	if (!resolve(req, ino, true, &r))
 		return;
+	/* One pass: names go into the buffer while it has room, and the total
+	 * tells the size query (size 0) or ERANGE. */
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	size_t total = 0;
 	for (uint32_t j = 0; r.layer && j < r.e.n_xattrs; j++) {
 		const char *xn;
 		const void *xv;
 		size_t xl;
 		mlfs_layer_xattr(r.layer, r.entry, j, &xn, &xv, &xl);
-		total += strlen(xn) + 1;
+		size_t n = strlen(xn) + 1;
+		if (total + n <= size)
+			memcpy(buf + total, xn, n);
+		total += n;
 	}
-	if (size == 0) {
+	if (size == 0)
 		fuse_reply_xattr(req, total);
-		return;
-	}
-	if (size < total) {
+	else if (total > size)
 		fuse_reply_err(req, ERANGE);
-		return;
-	}
-	char *buf = malloc(total ? total : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	size_t at = 0;
-	for (uint32_t j = 0; r.layer && j < r.e.n_xattrs; j++) {
-		const char *xn;
-		const void *xv;
-		size_t xl;
-		mlfs_layer_xattr(r.layer, r.entry, j, &xn, &xv, &xl);
-		memcpy(buf + at, xn, strlen(xn) + 1);
-		at += strlen(xn) + 1;
-	}
-	fuse_reply_buf(req, buf, total);
+	else
+		fuse_reply_buf(req, buf, total);
 	free(buf);
 }
 
