@@ -98,6 +98,10 @@ struct mlfs_descriptor {
 	bool has_platform;
 	struct mlfs_platform platform;
 	char **urls;        /* foreign layers; NULL-terminated, may be NULL */
+	/* Annotations of seekable layers (layers/seekable.c); NULL when absent. */
+	char *toc_digest;        /* containerd.io/snapshot/stargz/toc.digest (eStargz) */
+	char *zstd_toc_checksum; /* io.github.containers.zstd-chunked.manifest-checksum, or the older io.containers.* */
+	char *zstd_toc_position; /* ...zstd-chunked.manifest-position: "offset:length:uncompressedLength:type" */
 };
 
 struct mlfs_index {
@@ -213,6 +217,13 @@ typedef int (*mlfs_sink_fn)(void *priv, const void *buf, size_t len);
 int mlfs_registry_get_blob(struct mlfs_registry *reg, const char *path, const char *digest,
 			   off_t offset, mlfs_sink_fn sink, void *priv, struct mlfs_err *err);
 
+/* Bytes [offset, offset+len) of a blob into buf, exactly: one Range GET
+ * (retried, resumed).  -ERANGE when the registry ignores Range (answers
+ * 200 with the whole blob): the caller falls back to streaming.  No digest
+ * check here: the caller verifies what it decodes. */
+int mlfs_registry_get_range(struct mlfs_registry *reg, const char *path, const char *digest, uint64_t offset,
+			    size_t len, void *buf, struct mlfs_err *err);
+
 /* ---- the blob cache (blob.c, cachedir.c) -------------------------------- */
 
 /* -o cache= / $MLFS_CACHE / $XDG_CACHE_HOME/mlfs / /var/cache/mlfs (root) / ~/.cache/mlfs. Malloc'd. */
@@ -263,6 +274,10 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,
 void mlfs_image_free(struct mlfs_image *img);
 /* Fetches (or finds cached) layer i's compressed blob; path malloc'd. */
 int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err);
+/* Bytes of layer i's blob by Range (mlfs_registry_get_range), for seekable
+ * layers; -ENOENT with a message when the image was opened offline. */
+int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, size_t len, void *buf,
+			   struct mlfs_err *err);
 /* The same, with every byte also handed to observe() (see mlfs_blob_fetch_observed). */
 int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_fn observe, void *priv,
 				   char **blob_path, struct mlfs_err *err);

@@ -165,6 +165,7 @@ struct xfer {
 	int sink_error;         /* what the sink returned, when it aborted */
 	bool too_big;
 	bool bad_range;
+	bool range_ignored;     /* a bounded range answered with the whole body */
 };
 
 static char *header_value(const char *line, size_t len, const char *name)
@@ -257,6 +258,10 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *priv)
 		/* Asked for a range and got the whole body: skip what we have.
 		 * Got another range than asked (a proxy's idea): skip up to
 		 * ours, or give up on a range that starts past it. */
+		if (x->status == 200 && x->req->range_len > 0) {
+			x->range_ignored = true;
+			return 0;
+		}
 		if (x->status == 200 && x->want_from > 0)
 			x->skip = x->want_from;
 		if (x->status == 206 && x->range_from >= 0 && x->range_from != x->want_from) {
@@ -467,7 +472,11 @@ static CURLcode perform_hop(struct mlfs_http *h, CURL *c, struct xfer *x, const 
 		headers = add_header(headers, "Accept", x->req->accept);
 	if (same_origin && x->req->authorization)
 		headers = add_header(headers, "Authorization", x->req->authorization);
-	if (x->want_from > 0) {
+	if (x->req->range_len > 0) {
+		snprintf(range, sizeof range, "bytes=%lld-%lld", (long long)x->want_from,
+			 (long long)(x->req->range_start + x->req->range_len - 1));
+		headers = add_header(headers, "Range", range);
+	} else if (x->want_from > 0) {
 		snprintf(range, sizeof range, "bytes=%lld-", (long long)x->want_from);
 		headers = add_header(headers, "Range", range);
 	}
@@ -538,6 +547,11 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		}
 		if (x.sink_error) {
 			r = x.sink_error;
+			goto out;
+		}
+		if (x.range_ignored) {
+			r = mlfs_err_set(err, ERANGE, "%s ignored a Range request (answered 200 with the whole body)",
+					 req->url);
 			goto out;
 		}
 		if (x.bad_range) {

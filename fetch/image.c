@@ -206,3 +206,19 @@ int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_f
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;
 }
+
+int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, size_t len, void *buf,
+			   struct mlfs_err *err)
+{
+	if (i >= img->manifest->n_layers)
+		return mlfs_err_set(err, EINVAL, "no layer %zu", i);
+	const struct mlfs_descriptor *d = &img->manifest->layers[i];
+	if (img->offline)
+		return mlfs_err_set(err, ENOENT, "layer %zu (%s) of %s: bytes %llu+%zu are not in the cache "
+				    "and the image was opened offline", i + 1, d->digest, img->canonical,
+				    (unsigned long long)offset, len);
+	if (d->size < 0 || offset > (uint64_t)d->size || len > (uint64_t)d->size - offset)
+		return mlfs_err_set(err, EINVAL, "layer %zu of %s: range %llu+%zu is outside its %lld bytes",
+				    i + 1, img->canonical, (unsigned long long)offset, len, (long long)d->size);
+	return mlfs_registry_get_range(img->reg, img->ref.path, d->digest, offset, len, buf, err);
+}

@@ -31,6 +31,8 @@ struct mlfs_http_request {
 	const char *authorization;   /* full header value; never sent to another origin */
 	const char *post_form;       /* x-www-form-urlencoded body: makes it a POST */
 	off_t range_start;           /* > 0: ask for bytes=N- (body delivered from N either way) */
+	off_t range_len;             /* > 0: ask for bytes=N-(N+len-1) only; a server that ignores
+				      * the range (200) is refused with -ERANGE, not skipped through */
 	/* Body destination: a sink (streamed, resumed with Range across retries)
 	 * or, when NULL, a buffer capped at max_body (-EFBIG beyond). */
 	mlfs_sink_fn sink;

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,10 +173,45 @@ static int parse_urls(const struct where *w, json_t *arr, const char *path, char
 	return 0;
 }
 
+/* The annotations mlfs acts on, copied out; the rest are ignored.  The
+ * spec makes every value a string: one that is not is refused. */
+static int parse_annotations(const struct where *w, json_t *ann, const char *path,
+			     struct mlfs_descriptor *d)
+{
+	static const struct { const char *key; size_t off; } known[] = {
+		{ "containerd.io/snapshot/stargz/toc.digest", offsetof(struct mlfs_descriptor, toc_digest) },
+		{ "io.github.containers.zstd-chunked.manifest-checksum",
+		  offsetof(struct mlfs_descriptor, zstd_toc_checksum) },
+		{ "io.containers.zstd-chunked.manifest-checksum",
+		  offsetof(struct mlfs_descriptor, zstd_toc_checksum) },
+		{ "io.github.containers.zstd-chunked.manifest-position",
+		  offsetof(struct mlfs_descriptor, zstd_toc_position) },
+		{ "io.containers.zstd-chunked.manifest-position",
+		  offsetof(struct mlfs_descriptor, zstd_toc_position) },
+	};
+	char apath[128];
+	snprintf(apath, sizeof apath, "%s.annotations", path);
+	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+		const char *v;
+		int r = get_string(w, ann, apath, known[i].key, false, &v);
+		if (r < 0)
+			return r;
+		char **slot = (char **)((char *)d + known[i].off);
+		if (!v || *slot) /* the newer name, listed first, wins */
+			continue;
+		if (!(*slot = strdup(v)))
+			return mlfs_err_set(w->err, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
 static void descriptor_clear(struct mlfs_descriptor *d)
 {
 	free(d->media_type);
 	mlfs_strv_free(d->urls);
+	free(d->toc_digest);
+	free(d->zstd_toc_checksum);
+	free(d->zstd_toc_position);
 	memset(d, 0, sizeof *d);
 }
 
@@ -185,7 +221,7 @@ static int parse_descriptor(const struct where *w, json_t *obj, const char *path
 {
 	const char *media_type, *digest;
 	json_int_t size = -1;
-	json_t *platform, *urls;
+	json_t *platform, *urls, *ann;
 	json_error_t e;
 	int r;
 
@@ -204,7 +240,8 @@ static int parse_descriptor(const struct where *w, json_t *obj, const char *path
 	if (size < 0)
 		return field_err(w, EPROTO, path, "size", "negative (%" PRId64 ")", (int64_t)size);
 	if ((r = get_container(w, obj, path, "platform", JSON_OBJECT, false, &platform)) < 0 ||
-	    (r = get_container(w, obj, path, "urls", JSON_ARRAY, false, &urls)) < 0)
+	    (r = get_container(w, obj, path, "urls", JSON_ARRAY, false, &urls)) < 0 ||
+	    (r = get_container(w, obj, path, "annotations", JSON_OBJECT, false, &ann)) < 0)
 		return r;
 
 	r = mlfs_digest_validate(digest);
@@ -233,7 +270,8 @@ static int parse_descriptor(const struct where *w, json_t *obj, const char *path
 	d->media_type = strdup(media_type);
 	if (!d->media_type)
 		return mlfs_err_set(w->err, ENOMEM, "out of memory");
-	if (urls && (r = parse_urls(w, urls, path, &d->urls)) < 0) {
+	if ((urls && (r = parse_urls(w, urls, path, &d->urls)) < 0) ||
+	    (ann && (r = parse_annotations(w, ann, path, d)) < 0)) {
 		descriptor_clear(d);
 		return r;
 	}

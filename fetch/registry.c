@@ -427,6 +427,44 @@ int mlfs_registry_get_blob(struct mlfs_registry *reg, const char *path, const ch
 	return r;
 }
 
+struct range_buf {
+	unsigned char *buf;
+	size_t len, have;
+};
+
+static int range_write(void *priv, const void *buf, size_t len)
+{
+	struct range_buf *b = priv;
+	if (len > b->len - b->have)
+		return -EPROTO; /* more than the range asked for */
+	memcpy(b->buf + b->have, buf, len);
+	b->have += len;
+	return 0;
+}
+
+int mlfs_registry_get_range(struct mlfs_registry *reg, const char *path, const char *digest, uint64_t offset,
+			    size_t len, void *buf, struct mlfs_err *err)
+{
+	char what[1024], url_path[2048];
+	snprintf(what, sizeof what, "blob %s of %s/%s", digest, reg->domain, path);
+	snprintf(url_path, sizeof url_path, "/v2/%s/blobs/%s", path, digest);
+	if (len == 0 || offset > (uint64_t)INT64_MAX - len)
+		return mlfs_err_set(err, EINVAL, "%s: bad range %llu+%zu", what, (unsigned long long)offset, len);
+	struct range_buf b = { buf, len, 0 };
+	struct mlfs_http_request req = { .sink = range_write, .priv = &b, .range_start = (off_t)offset,
+					 .range_len = (off_t)len };
+	struct mlfs_http_response resp = { 0 };
+	int r = registry_send(reg, path, what, url_path, &req, &resp, err);
+	mlfs_http_response_clear(&resp);
+	if (r == -EPROTO && !(err && err->msg[0]))
+		r = mlfs_err_set(err, EPROTO, "%s: more bytes than the %zu asked for at %llu", what, len,
+				 (unsigned long long)offset);
+	if (r == 0 && b.have != len)
+		r = mlfs_err_set(err, EIO, "%s: range at %llu ended after %zu of %zu bytes", what,
+				 (unsigned long long)offset, b.have, len);
+	return r;
+}
+
 int mlfs_registry_get_url(struct mlfs_registry *reg, const char *url, off_t offset, mlfs_sink_fn sink,
 			  void *priv, struct mlfs_err *err)
 {
