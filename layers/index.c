@@ -147,8 +147,17 @@ static int copy_data(struct mlfs_tar_reader *r, struct mlfs_store *s, uint64_t b
 	}
 }
 
-static int add_entry(struct mlfs_layer *l, struct mlfs_tar_reader *r, struct mlfs_store *s,
-		     struct archive_entry *e)
+/* The layer's own files of a seekable format: its TOC and the landmarks
+ * that order its prefetch.  stargz-snapshotter hides them; so do we, on
+ * both paths (TOC and stream), so that the two build the same tree. */
+static bool format_entry(const char *path)
+{
+	return !strcmp(path, "stargz.index.json") || !strcmp(path, ".prefetch.landmark") ||
+	       !strcmp(path, ".no.prefetch.landmark");
+}
+
+int mlfs_index_add(struct mlfs_layer *l, struct archive_entry *e, struct mlfs_tar_reader *r,
+		   struct mlfs_store *s)
 {
 	char path[MLFS_PATH_MAX], target[MLFS_PATH_MAX];
 	size_t path_len, target_len = 0;
@@ -160,6 +169,8 @@ static int add_entry(struct mlfs_layer *l, struct mlfs_tar_reader *r, struct mlf
 		return refuse(l, name, "\"..\" in path");
 	if (rc < 0)
 		return refuse(l, name, "name too long");
+	if (l->hide_format_entries && format_entry(path))
+		return 0;
 
 	struct mlfs_ient ie = { .link = MLFS_NO_STR };
 	const char *hardlink = archive_entry_hardlink(e);
@@ -218,7 +229,8 @@ static int add_entry(struct mlfs_layer *l, struct mlfs_tar_reader *r, struct mlf
 			return -EFBIG;
 		ie.size = (uint64_t)size;
 		ie.data_off = l->data_size;
-		if ((rc = copy_data(r, s, ie.data_off, ie.size)) < 0)
+		/* Without a reader (a TOC's entry) the bytes come later, by chunk. */
+		if (r && (rc = copy_data(r, s, ie.data_off, ie.size)) < 0)
 			return rc;
 		l->data_size += ie.size;
 	}
@@ -241,7 +253,7 @@ int mlfs_index_build(struct mlfs_layer *l, struct mlfs_tar_reader *r, struct mlf
 		int rc = mlfs_tar_reader_next(r, &e);
 		if (rc <= 0)
 			return rc;
-		if ((rc = add_entry(l, r, s, e)) < 0)
+		if ((rc = mlfs_index_add(l, e, r, s)) < 0)
 			return rc;
 	}
 }

@@ -11,10 +11,12 @@
  * the arrays index memory.
  *
  *   header   magic "MLFSIDX\0", u32 version, u32 entry size, u32 xattr
- *            size, u32 0, u64 entries, u64 xattrs, u64 arena bytes,
- *            u64 data file size, u64 refused, char key[72]
+ *            size, u32 chunk size, u32 codec, u32 0, u64 entries, u64
+ *            xattrs, u64 arena bytes, u64 data file size, u64 refused,
+ *            u64 chunks, u64 prefetch end, char key[72]
  *   entries  56 bytes each (struct mlfs_ient, field by field)
  *   xattrs   12 bytes each
+ *   chunks   72 bytes each (struct mlfs_ichunk): seekable layers only
  *   arena    the strings
  *   trailer  "sha256:<hex>" of all the above, NUL-padded to 72 bytes */
 #include <endian.h>
@@ -31,10 +33,11 @@
 #include "layers/internal.h"
 
 #define MAGIC "MLFSIDX"
-#define VERSION 1u
-#define HEADER_SIZE (8 + 4 * 4 + 8 * 5 + MLFS_DIGEST_MAX)
+#define VERSION 2u
+#define HEADER_SIZE (8 + 4 * 6 + 8 * 7 + MLFS_DIGEST_MAX)
 #define ENT_SIZE 56u
 #define XATTR_SIZE 12u
+#define CHUNK_SIZE 72u
 #define TRAILER_SIZE MLFS_DIGEST_MAX
 
 /* ---- writing ---- */
@@ -80,12 +83,16 @@ static void write_all(struct writer *w, const struct mlfs_layer *l)
 	put32(w, VERSION);
 	put32(w, ENT_SIZE);
 	put32(w, XATTR_SIZE);
+	put32(w, CHUNK_SIZE);
+	put32(w, l->codec);
 	put32(w, 0);
 	put64(w, l->n_ents);
 	put64(w, l->n_xattrs);
 	put64(w, l->arena_len);
 	put64(w, l->data_size);
 	put64(w, l->refused);
+	put64(w, l->n_chunks);
+	put64(w, l->prefetch_end);
 	snprintf(key, sizeof key, "%s", l->key);
 	put(w, key, sizeof key);
 	for (size_t i = 0; i < l->n_ents; i++) {
@@ -108,6 +115,15 @@ static void write_all(struct writer *w, const struct mlfs_layer *l)
 		put32(w, l->xattrs[i].name);
 		put32(w, l->xattrs[i].value);
 		put32(w, l->xattrs[i].len);
+	}
+	for (size_t i = 0; i < l->n_chunks; i++) {
+		const struct mlfs_ichunk *c = &l->chunks[i];
+		put64(w, c->data_off);
+		put64(w, c->len);
+		put64(w, c->blob_off);
+		put64(w, c->blob_len);
+		put64(w, c->inner_off);
+		put(w, c->digest, sizeof c->digest);
 	}
 	put(w, l->arena, l->arena_len);
 }
@@ -198,6 +214,16 @@ static int validate(const struct mlfs_layer *l)
 		    x->len > l->arena_len - x->value)
 			return -EBADMSG;
 	}
+	if (l->n_chunks && l->codec != MLFS_CODEC_GZIP && l->codec != MLFS_CODEC_ZSTD)
+		return -EBADMSG;
+	uint64_t end = 0;
+	for (size_t i = 0; i < l->n_chunks; i++) {
+		const struct mlfs_ichunk *c = &l->chunks[i];
+		if (c->data_off < end || c->len == 0 || c->len > l->data_size - c->data_off ||
+		    c->data_off > l->data_size || c->blob_off > UINT64_MAX - c->blob_len)
+			return -EBADMSG;
+		end = c->data_off + c->len;
+	}
 	return 0;
 }
 
@@ -211,24 +237,30 @@ static int decode(struct mlfs_layer *l, const unsigned char *p, size_t size)
 	if (memcmp(sum, p + size - TRAILER_SIZE, TRAILER_SIZE) != 0)
 		return -EBADMSG;
 	if (memcmp(p, MAGIC, 8) != 0 || get32(p + 8) != VERSION || get32(p + 12) != ENT_SIZE ||
-	    get32(p + 16) != XATTR_SIZE)
+	    get32(p + 16) != XATTR_SIZE || get32(p + 20) != CHUNK_SIZE)
 		return -EBADMSG;
-	uint64_t n_ents = get64(p + 24), n_x = get64(p + 32), arena = get64(p + 40);
-	const char *key = (const char *)p + 64;
-	if (n_ents >= UINT32_MAX || n_x >= UINT32_MAX || arena >= MLFS_NO_STR)
+	uint64_t n_ents = get64(p + 32), n_x = get64(p + 40), arena = get64(p + 48);
+	uint64_t n_chunks = get64(p + 72);
+	const char *key = (const char *)p + 88;
+	if (n_ents >= UINT32_MAX || n_x >= UINT32_MAX || arena >= MLFS_NO_STR || n_chunks >= UINT32_MAX)
 		return -EBADMSG;
-	if (HEADER_SIZE + n_ents * ENT_SIZE + n_x * XATTR_SIZE + arena + TRAILER_SIZE != size)
+	if (HEADER_SIZE + n_ents * ENT_SIZE + n_x * XATTR_SIZE + n_chunks * CHUNK_SIZE + arena + TRAILER_SIZE !=
+	    size)
 		return -EBADMSG;
 	if (strnlen(key, MLFS_DIGEST_MAX) == MLFS_DIGEST_MAX || strcmp(key, l->key) != 0)
 		return -EBADMSG;
 
-	l->data_size = get64(p + 48);
-	l->refused = get64(p + 56);
+	l->codec = get32(p + 24);
+	l->data_size = get64(p + 56);
+	l->refused = get64(p + 64);
+	l->prefetch_end = get64(p + 80);
 	l->ents = calloc(n_ents ? n_ents : 1, sizeof *l->ents);
 	l->xattrs = calloc(n_x ? n_x : 1, sizeof *l->xattrs);
+	l->chunks = n_chunks ? calloc(n_chunks, sizeof *l->chunks) : NULL;
 	l->arena = malloc(arena ? arena : 1);
-	if (!l->ents || !l->xattrs || !l->arena)
+	if (!l->ents || !l->xattrs || !l->arena || (n_chunks && !l->chunks))
 		return -ENOMEM;
+	l->n_chunks = n_chunks;
 	l->n_ents = l->cap_ents = n_ents;
 	l->n_xattrs = l->cap_xattrs = n_x;
 	l->arena_len = l->arena_cap = arena;
@@ -253,6 +285,15 @@ static int decode(struct mlfs_layer *l, const unsigned char *p, size_t size)
 		l->xattrs[i].value = get32(q + 4);
 		l->xattrs[i].len = get32(q + 8);
 	}
+	for (size_t i = 0; i < n_chunks; i++, q += CHUNK_SIZE) {
+		struct mlfs_ichunk *c = &l->chunks[i];
+		c->data_off = get64(q);
+		c->len = get64(q + 8);
+		c->blob_off = get64(q + 16);
+		c->blob_len = get64(q + 24);
+		c->inner_off = get64(q + 32);
+		memcpy(c->digest, q + 40, sizeof c->digest);
+	}
 	memcpy(l->arena, q, arena);
 	return validate(l);
 }
@@ -272,7 +313,11 @@ int mlfs_indexfile_load(struct mlfs_layer *l, const char *path)
 		return -errno;
 	int rc = decode(l, map, (size_t)st.st_size);
 	munmap(map, (size_t)st.st_size);
-	if (rc < 0)
+	if (rc < 0) {
 		mlfs_index_clear(l);
+		free(l->chunks);
+		l->chunks = NULL;
+		l->n_chunks = 0;
+	}
 	return rc;
 }

@@ -29,6 +29,21 @@ struct mlfs_ixattr {
 	uint32_t len;
 };
 
+/* One chunk of a seekable layer (chunks.c): bytes [data_off, data_off+len)
+ * of the data file are the output of decompressing blob bytes [blob_off,
+ * blob_off+blob_len) after skipping inner_off bytes, and hash to digest.
+ * blob_len 0 is a hole: zeros, nothing to fetch.  Sorted by data_off. */
+struct mlfs_ichunk {
+	uint64_t data_off, len;
+	uint64_t blob_off, blob_len;
+	uint64_t inner_off;
+	uint8_t digest[32];
+};
+
+enum mlfs_codec { MLFS_CODEC_NONE = 0, MLFS_CODEC_GZIP = 1, MLFS_CODEC_ZSTD = 2 };
+
+struct mlfs_chunkstate;
+
 struct mlfs_layer {
 	struct mlfs_ient *ents;
 	size_t n_ents, cap_ents;
@@ -40,6 +55,13 @@ struct mlfs_layer {
 	uint64_t refused;
 	int data_fd;
 	char key[MLFS_DIGEST_MAX];     /* "" when not persisted */
+	bool hide_format_entries;      /* eStargz: its TOC and landmarks are not image files */
+	/* Seekable layers only; n_chunks 0 and cs NULL for a layer streamed whole. */
+	struct mlfs_ichunk *chunks;
+	size_t n_chunks;
+	uint32_t codec;                /* enum mlfs_codec of the chunks */
+	uint64_t prefetch_end;         /* chunks below this blob offset are prefetched first */
+	struct mlfs_chunkstate *cs;    /* the present map, claims, the range source */
 };
 
 /* ---- path.c ---- */
@@ -81,12 +103,33 @@ int mlfs_store_pwrite(struct mlfs_store *s, const void *buf, size_t len, uint64_
 int mlfs_store_commit(struct mlfs_store *s, uint64_t size, int *fd);
 /* Without a commit, removes the temp file. */
 void mlfs_store_free(struct mlfs_store *s);
+/* The sparse data file of a seekable layer: the existing one when it has
+ * the size, else a new one of that size (all holes); fd read-write. */
+int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int *fd);
 /* Writes buf into path through a synced temp file + rename. */
 int mlfs_store_write_file(const char *path, const void *buf, size_t len);
 
 /* ---- index.c: the entry table ---- */
 int mlfs_index_build(struct mlfs_layer *layer, struct mlfs_tar_reader *r, struct mlfs_store *s);
+/* One entry (refused ones are logged and skipped: check n_ents).  A regular
+ * file's bytes are copied from r into s; with r NULL only its place in the
+ * data file is reserved. */
+int mlfs_index_add(struct mlfs_layer *layer, struct archive_entry *e, struct mlfs_tar_reader *r,
+		   struct mlfs_store *s);
 void mlfs_index_clear(struct mlfs_layer *layer);
+
+/* ---- layer.c ---- */
+int mlfs_layer_open_key(const char *cache_dir, const char *key, const struct mlfs_blob_ranges *src,
+			struct mlfs_layer **out, struct mlfs_err *err);
+struct mlfs_layer *mlfs_layer_new(void);
+void mlfs_layer_shrink(struct mlfs_layer *l);
+
+/* ---- chunks.c: a seekable layer's bytes, fetched by chunk ---- */
+/* Opens or creates the layer's present map and takes over src. */
+int mlfs_chunks_attach(struct mlfs_layer *layer, const char *cache_dir, const struct mlfs_blob_ranges *src);
+void mlfs_chunks_detach(struct mlfs_layer *layer);
+/* Makes data file bytes [off, off+len) present, fetching what is missing. */
+int mlfs_chunks_ensure(const struct mlfs_layer *layer, uint64_t off, uint64_t len, struct mlfs_err *err);
 
 /* ---- indexfile.c: the table on disk ---- */
 int mlfs_indexfile_save(const struct mlfs_layer *layer, const char *path);

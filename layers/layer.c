@@ -18,7 +18,7 @@
 #include "common/log.h"
 #include "layers/internal.h"
 
-static struct mlfs_layer *layer_new(void)
+struct mlfs_layer *mlfs_layer_new(void)
 {
 	struct mlfs_layer *l = calloc(1, sizeof *l);
 	if (l)
@@ -30,6 +30,8 @@ void mlfs_layer_free(struct mlfs_layer *l)
 {
 	if (!l)
 		return;
+	mlfs_chunks_detach(l);
+	free(l->chunks);
 	mlfs_index_clear(l);
 	if (l->data_fd >= 0)
 		close(l->data_fd);
@@ -56,7 +58,7 @@ static const char *key_of(const struct mlfs_layer_opts *o)
 
 /* Arrays grown by doubling while indexing are trimmed, once, for the long
  * life of a mounted layer. */
-static void shrink(struct mlfs_layer *l)
+void mlfs_layer_shrink(struct mlfs_layer *l)
 {
 	void *p;
 	if (l->n_ents && (p = realloc(l->ents, l->n_ents * sizeof *l->ents))) {
@@ -73,33 +75,40 @@ static void shrink(struct mlfs_layer *l)
 	}
 }
 
-int mlfs_layer_open_cached(const struct mlfs_layer_opts *opts, struct mlfs_layer **out,
-			   struct mlfs_err *err)
+/* The cached index under key, with its data file; for a seekable layer
+ * (src given) also its chunk table and present map.  -ENOENT when there is
+ * none, or it is unusable (then removed, so the next open rebuilds it). */
+int mlfs_layer_open_key(const char *cache_dir, const char *key, const struct mlfs_blob_ranges *src,
+			struct mlfs_layer **out, struct mlfs_err *err)
 {
-	int rc = check_opts(opts, err);
-	if (rc < 0)
-		return rc;
-	const char *key = key_of(opts);
-	if (!key)
-		return -ENOENT;
-	_cleanup_free_ char *index_path = mlfs_store_path(opts->cache_dir, "index", key);
-	_cleanup_free_ char *data_path = mlfs_store_path(opts->cache_dir, "data", key);
-	_cleanup_(layer_freep) struct mlfs_layer *l = layer_new();
+	_cleanup_free_ char *index_path = mlfs_store_path(cache_dir, "index", key);
+	_cleanup_free_ char *data_path = mlfs_store_path(cache_dir, "data", key);
+	_cleanup_(layer_freep) struct mlfs_layer *l = mlfs_layer_new();
 	if (!index_path || !data_path || !l)
 		return mlfs_err_set(err, ENOMEM, "layer %s: out of memory", key);
 	snprintf(l->key, sizeof l->key, "%s", key);
 
-	rc = mlfs_indexfile_load(l, index_path);
+	int rc = mlfs_indexfile_load(l, index_path);
 	if (rc == -ENOENT)
 		return rc;
 	if (rc == -ENOMEM)
 		return mlfs_err_set(err, ENOMEM, "layer %s: out of memory", key);
+	/* A seekable index without a way to fetch its chunks is of no use
+	 * here, and a whole one needs none. */
+	if (rc == 0 && (l->codec != MLFS_CODEC_NONE) != (src != NULL))
+		return -ENOENT;
 	if (rc == 0) {
-		l->data_fd = open(data_path, O_RDONLY | O_CLOEXEC);
+		l->data_fd = open(data_path, (src ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 		struct stat st;
 		if (l->data_fd < 0 || fstat(l->data_fd, &st) < 0 ||
 		    (uint64_t)st.st_size != l->data_size)
 			rc = -EBADMSG;
+	}
+	if (rc == 0 && src) {
+		rc = mlfs_chunks_attach(l, cache_dir, src);
+		if (rc < 0)
+			return mlfs_err_set(err, rc == -ENOENT ? EIO : -rc, "layer %s: chunk map: %s", key,
+					    strerror(-rc));
 	}
 	if (rc < 0) {
 		log_warn(MLFS_AREA_LAYERS, "layer %s: cached index unusable (%s), rebuilding", key,
@@ -109,6 +118,18 @@ int mlfs_layer_open_cached(const struct mlfs_layer_opts *opts, struct mlfs_layer
 	}
 	*out = steal_pointer(&l);
 	return 0;
+}
+
+int mlfs_layer_open_cached(const struct mlfs_layer_opts *opts, struct mlfs_layer **out,
+			   struct mlfs_err *err)
+{
+	int rc = check_opts(opts, err);
+	if (rc < 0)
+		return rc;
+	const char *key = key_of(opts);
+	if (!key)
+		return -ENOENT;
+	return mlfs_layer_open_key(opts->cache_dir, key, NULL, out, err);
 }
 
 static int build(const struct mlfs_layer_source *src, const struct mlfs_layer_opts *opts,
@@ -125,6 +146,7 @@ static int build(const struct mlfs_layer_source *src, const struct mlfs_layer_op
 		mlfs_err_set(err, -rc, "layer %s: cache %s: %s", name, opts->cache_dir, strerror(-rc));
 		goto out;
 	}
+	l->hide_format_entries = opts->estargz;
 	rc = mlfs_tar_reader_new(src, &r);
 	if (rc == 0)
 		rc = mlfs_index_build(l, r, store);
@@ -152,7 +174,7 @@ static int build(const struct mlfs_layer_source *src, const struct mlfs_layer_op
 		mlfs_err_set(err, -rc, "layer %s: saving data: %s", name, strerror(-rc));
 		goto out;
 	}
-	shrink(l);
+	mlfs_layer_shrink(l);
 	if (key) {
 		snprintf(l->key, sizeof l->key, "%s", key);
 		_cleanup_free_ char *index_path = mlfs_store_path(opts->cache_dir, "index", key);
@@ -180,7 +202,7 @@ int mlfs_layer_open_source(const struct mlfs_layer_source *src, const struct mlf
 		if (rc != -ENOENT)
 			return rc;
 	}
-	_cleanup_(layer_freep) struct mlfs_layer *l = layer_new();
+	_cleanup_(layer_freep) struct mlfs_layer *l = mlfs_layer_new();
 	if (!l)
 		return mlfs_err_set(err, ENOMEM, "layer: out of memory");
 	rc = build(src, opts, l, err);
@@ -265,6 +287,21 @@ int mlfs_layer_data_fd(const struct mlfs_layer *l)
 	return l->data_fd;
 }
 
+bool mlfs_layer_is_seekable(const struct mlfs_layer *l)
+{
+	return l->cs != NULL;
+}
+
+int mlfs_layer_fetch(const struct mlfs_layer *l, size_t i, uint64_t off, uint64_t len, struct mlfs_err *err)
+{
+	const struct mlfs_ient *e = &l->ents[i];
+	if (!l->cs || e->kind != MLFS_ENTRY_REG || off >= e->size)
+		return 0;
+	if (len > e->size - off)
+		len = e->size - off;
+	return mlfs_chunks_ensure(l, e->data_off + off, len, err);
+}
+
 ssize_t mlfs_layer_pread(const struct mlfs_layer *l, size_t i, void *buf, size_t len, uint64_t off)
 {
 	const struct mlfs_ient *e = &l->ents[i];
@@ -274,6 +311,9 @@ ssize_t mlfs_layer_pread(const struct mlfs_layer *l, size_t i, void *buf, size_t
 		return 0;
 	if (len > e->size - off)
 		len = (size_t)(e->size - off);
+	int rc = mlfs_layer_fetch(l, i, off, len, NULL);
+	if (rc < 0)
+		return rc;
 	size_t done = 0;
 	while (done < len) {
 		ssize_t n = pread(l->data_fd, (char *)buf + done, len - done,
@@ -292,5 +332,5 @@ ssize_t mlfs_layer_pread(const struct mlfs_layer *l, size_t i, void *buf, size_t
 size_t mlfs_layer_mem_bytes(const struct mlfs_layer *l)
 {
 	return sizeof *l + l->cap_ents * sizeof *l->ents + l->cap_xattrs * sizeof *l->xattrs +
-	       l->arena_cap;
+	       l->arena_cap + l->n_chunks * sizeof *l->chunks;
 }

@@ -41,8 +41,29 @@ struct mlfs_layer_opts {
 	const char *cache_dir;   /* required: the cache root */
 	const char *diff_id;     /* sha256 of the uncompressed tar; NULL: not checked */
 	const char *blob_digest; /* sha256 of the bytes read; NULL: not checked */
+	bool estargz;            /* an eStargz layer: its TOC and landmark files are hidden */
 	/* With neither digest the layer is indexed into an unnamed temporary
 	 * file and never persisted (tests, fuzzing, unverified input). */
+};
+
+/* Where a seekable layer's bytes come from: read() fills buf with blob
+ * bytes [off, off+len) exactly (an HTTP Range request), 0 or -errno + err;
+ * -ERANGE when the server cannot serve ranges.  The layer owns priv from
+ * the open on (successful or not) and calls release(priv) when done. */
+struct mlfs_blob_ranges {
+	int (*read)(void *priv, uint64_t off, size_t len, void *buf, struct mlfs_err *err);
+	void *priv;
+	void (*release)(void *priv);
+};
+
+/* A layer's blob as the manifest describes it, for the seekable formats. */
+struct mlfs_seekable_desc {
+	const char *blob_digest;       /* the layer's digest: the cache key of a seekable layer */
+	uint64_t blob_size;
+	bool zstd;                     /* media type tar+zstd (else tar+gzip) */
+	const char *toc_digest;        /* eStargz annotation, or NULL */
+	const char *zstd_toc_checksum; /* zstd:chunked annotations, or NULL */
+	const char *zstd_toc_position;
 };
 
 enum mlfs_entry_kind {
@@ -86,6 +107,31 @@ int mlfs_layer_open_cached(const struct mlfs_layer_opts *opts, struct mlfs_layer
 			   struct mlfs_err *err);
 void mlfs_layer_free(struct mlfs_layer *layer);
 
+/* A seekable layer (seekable.c): from its cached index, else from its TOC
+ * alone (a footer and a TOC fetched by range, verified against the digest
+ * in the manifest); file bytes come later, chunk by chunk.  -ENOTSUP when
+ * the descriptor is not of a seekable format, -ERANGE when the registry
+ * ignores Range, -EBADMSG when the TOC fails verification or cannot be
+ * used: all mean "stream the layer whole instead", and err says why. */
+int mlfs_layer_open_seekable(const struct mlfs_layer_opts *opts, const struct mlfs_seekable_desc *desc,
+			     const struct mlfs_blob_ranges *src, struct mlfs_layer **out, struct mlfs_err *err);
+/* Whether bytes may need fetching (a seekable layer). */
+bool mlfs_layer_is_seekable(const struct mlfs_layer *layer);
+/* Makes bytes [off, off+len) of regular entry i present in the data file,
+ * fetching and verifying the chunks that hold them; 0 at once for a layer
+ * streamed whole.  -EIO/-EBADMSG + err when a chunk cannot be had. */
+int mlfs_layer_fetch(const struct mlfs_layer *layer, size_t i, uint64_t off, uint64_t len,
+		     struct mlfs_err *err);
+/* Fetches every absent chunk (or only those the image marks for prefetch),
+ * with `jobs` requests in flight. */
+int mlfs_layer_fill(const struct mlfs_layer *layer, bool prioritized_only, unsigned jobs, struct mlfs_err *err);
+struct mlfs_layer_stats {
+	uint64_t chunks, chunks_present;         /* in the cache, by any process */
+	uint64_t chunks_fetched, bytes_fetched;  /* by this process */
+	uint64_t requests;
+};
+void mlfs_layer_stats(const struct mlfs_layer *layer, struct mlfs_layer_stats *out);
+
 size_t mlfs_layer_count(const struct mlfs_layer *layer);
 /* Entries in stream order; refused entries (".." paths, ...) are absent. */
 void mlfs_layer_entry(const struct mlfs_layer *layer, size_t i, struct mlfs_entry *out);
@@ -95,7 +141,8 @@ void mlfs_layer_xattr(const struct mlfs_layer *layer, size_t i, uint32_t j, cons
 size_t mlfs_layer_refused(const struct mlfs_layer *layer);
 /* The decompressed data file, for preads and fd-backed FUSE replies. */
 int mlfs_layer_data_fd(const struct mlfs_layer *layer);
-/* Bytes [off, off+len) of regular entry i, clipped to its size. */
+/* Bytes [off, off+len) of regular entry i, clipped to its size (fetched
+ * first for a seekable layer). */
 ssize_t mlfs_layer_pread(const struct mlfs_layer *layer, size_t i, void *buf, size_t len,
 			 uint64_t off);
 /* Memory held by the in-memory index (for measurements). */

@@ -178,3 +178,75 @@ int mlfs_store_write_file(const char *path, const void *buf, size_t len)
 		unlink(tmp);
 	return rc;
 }
+
+int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int *out)
+{
+	if (size > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	int rc = mlfs_store_mkdirs(cache_dir, "data");
+	if (rc < 0)
+		return rc;
+	_cleanup_free_ char *path = mlfs_store_path(cache_dir, "data", key);
+	_cleanup_free_ char *tmp = NULL;
+	if (!path || asprintf(&tmp, "%s.tmp-XXXXXX", path) < 0)
+		return -ENOMEM;
+	/* The same blob always makes the same layout, so a data file already
+	 * there (another mount's, or one whose index was lost) is this one,
+	 * with whatever chunks it holds: keep it. */
+	for (int tries = 0; tries < 4; tries++) {
+		int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		struct stat st;
+		bool replace = false;
+		if (fd >= 0) {
+			if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size) {
+				*out = fd;
+				return 0;
+			}
+			close(fd);
+			replace = true;
+		} else if (errno != ENOENT) {
+			return -errno;
+		}
+		char *t = strdup(tmp);
+		if (!t)
+			return -ENOMEM;
+		fd = mkostemp(t, O_CLOEXEC);
+		if (fd < 0) {
+			rc = -errno;
+			free(t);
+			return rc;
+		}
+		if (ftruncate(fd, (off_t)size) < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		if (replace) {
+			/* Not this layout: its chunk map goes with it. */
+			_cleanup_free_ char *map = mlfs_store_path(cache_dir, "chunks", key);
+			if (map)
+				unlink(map);
+			if (rename(t, path) < 0) {
+				rc = -errno;
+				goto fail;
+			}
+			free(t);
+			*out = fd;
+			return 0;
+		}
+		if (link(t, path) == 0) {
+			unlink(t);
+			free(t);
+			*out = fd;
+			return 0;
+		}
+		rc = errno == EEXIST ? -EAGAIN : -errno;
+	fail:
+		unlink(t);
+		free(t);
+		close(fd);
+		if (rc != -EAGAIN)
+			return rc;
+		/* Another process created it first: take theirs. */
+	}
+	return -EBUSY;
+}
