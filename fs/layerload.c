@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -99,6 +100,46 @@ static int fetch_and_index(struct mlfs_image *img, size_t i, const struct mlfs_l
 	return 0;
 }
 
+/* A seekable layer's source of bytes: Range requests on its blob. */
+struct ranges {
+	struct mlfs_image *img;
+	size_t i;
+};
+
+static int ranges_read(void *priv, uint64_t off, size_t len, void *buf, struct mlfs_err *err)
+{
+	struct ranges *r = priv;
+	return mlfs_image_layer_range(r->img, r->i, off, len, buf, err);
+}
+
+bool mlfs_image_layer_seekable(const struct mlfs_image *img, size_t i)
+{
+	const struct mlfs_descriptor *d = &img->manifest->layers[i];
+	return (d->media == MLFS_MEDIA_LAYER_GZIP && d->toc_digest) ||
+	       (d->media == MLFS_MEDIA_LAYER_ZSTD && (d->toc_digest || d->zstd_toc_checksum));
+}
+
+/* The tree from the TOC alone, or -errno with err saying why not. */
+static int open_seekable(struct mlfs_image *img, size_t i, const struct mlfs_layer_opts *o,
+			 struct mlfs_layer **out, struct mlfs_err *err)
+{
+	const struct mlfs_descriptor *d = &img->manifest->layers[i];
+	struct mlfs_seekable_desc sd = {
+		.blob_digest = d->digest,
+		.blob_size = (uint64_t)d->size,
+		.zstd = d->media == MLFS_MEDIA_LAYER_ZSTD,
+		.toc_digest = d->toc_digest,
+		.zstd_toc_checksum = d->zstd_toc_checksum,
+		.zstd_toc_position = d->zstd_toc_position,
+	};
+	struct ranges *r = malloc(sizeof *r);
+	if (!r)
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	*r = (struct ranges){ img, i };
+	struct mlfs_blob_ranges src = { ranges_read, r, free };
+	return mlfs_layer_open_seekable(o, &sd, &src, out, err);
+}
+
 int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **out, struct mlfs_err *err)
 {
 	const struct mlfs_descriptor *d = &img->manifest->layers[i];
@@ -106,10 +147,22 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 		.cache_dir = img->cache_dir,
 		.diff_id = img->config->diff_ids[i],
 		.blob_digest = d->digest,
+		.estargz = d->toc_digest != NULL,
 	};
+	/* A layer indexed whole before has every byte: nothing beats that. */
 	int r = mlfs_layer_open_cached(&o, out, err);
 	if (r != -ENOENT)
 		return r;
+	if (mlfs_image_layer_seekable(img, i)) {
+		struct mlfs_err serr = { 0 };
+		r = open_seekable(img, i, &o, out, &serr);
+		if (r == 0) {
+			log_debug(MLFS_AREA_LAYERS, "layer %zu (%s): indexed from its TOC", i + 1, d->digest);
+			return 0;
+		}
+		log_info(MLFS_AREA_LAYERS, "layer %zu (%s): %s; fetching it whole instead", i + 1, d->digest,
+			 serr.msg[0] ? serr.msg : strerror(-r));
+	}
 	log_debug(MLFS_AREA_LAYERS, "indexing layer %zu (%s) while it downloads", i + 1, d->digest);
 	return fetch_and_index(img, i, &o, out, err);
 }

@@ -13,7 +13,14 @@
  * fetches what is missing.  The merged view is built aside and published
  * with one atomic store: readers of a published view or layer take no
  * lock.  Requests wait on a condition variable in short slices, so an
- * interrupted request or the timeout ends the wait. */
+ * interrupted request or the timeout ends the wait.
+ *
+ * Seekable layers are "indexed" once their TOC is: the view can be READY
+ * with most bytes still in the registry.  After publishing it, the same
+ * thread fills in the background what the image marks for prefetch (top
+ * layer first), then, with -o prefetch, every other chunk; on-demand reads
+ * meanwhile fetch their own chunks and wait only for a chunk already in
+ * flight. */
 #include "fs/loader.h"
 
 #include <errno.h>
@@ -36,6 +43,7 @@ struct loader {
 	struct mlfs_image *img;   /* thread-safe for layer fetches */
 	unsigned jobs;
 	unsigned timeout_s;
+	bool fill_all;            /* -o prefetch: every chunk of seekable layers, after the view */
 	size_t n_layers;
 	_Atomic(struct mlfs_view *) view;
 	/* Published one by one, never unpublished; sorted before layer. */
@@ -48,6 +56,7 @@ struct loader {
 	unsigned generation;      /* bumped when a load ends, so waiters see each outcome */
 	bool failing;             /* a layer of the load under way failed: nobody waits for the rest */
 	bool thread_running;
+	bool filling;             /* the thread fills chunks after a READY view */
 	pthread_t thread;
 };
 
@@ -158,6 +167,29 @@ static int build_view(struct loader *l, struct mlfs_view *v, struct mlfs_err *er
 	return 0;
 }
 
+/* Prefetch: the image's prioritised files, top layer first, then with
+ * -o prefetch all the rest.  A failure is logged; the reads that need
+ * those bytes will try again. */
+static void fill_layers(struct loader *l)
+{
+	for (int pass = 0; pass < (l->fill_all ? 2 : 1); pass++) {
+		for (size_t i = l->n_layers; i-- > 0;) {
+			const struct mlfs_layer *layer = atomic_load(&l->layers[i]);
+			if (!mlfs_layer_is_seekable(layer))
+				continue;
+			struct mlfs_err err = { 0 };
+			if (mlfs_layer_fill(layer, pass == 0, l->jobs, &err) < 0)
+				log_warn(MLFS_AREA_FS, "%s: prefetching layer %zu: %s", l->img->canonical, i + 1,
+					 err.msg[0] ? err.msg : "failed");
+		}
+	}
+	if (l->fill_all)
+		log_info(MLFS_AREA_FS, "%s: prefetch done", l->img->canonical);
+	pthread_mutex_lock(&l->lock);
+	l->filling = false;
+	pthread_mutex_unlock(&l->lock);
+}
+
 static void *coordinator(void *arg)
 {
 	struct loader *l = arg;
@@ -204,19 +236,24 @@ static void *coordinator(void *arg)
 	}
 	pthread_mutex_destroy(&j.lock);
 	l->generation++;
+	bool fill = !j.failed;
+	l->filling = fill;
 	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
 	/* Decompression buffers are gone for good: give their memory back. */
 	malloc_trim(0);
+	if (fill)
+		fill_layers(l);
 	return NULL;
 }
 
-int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, struct loader **out)
+int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, bool fill_all, struct loader **out)
 {
 	struct loader *l = calloc(1, sizeof *l);
 	if (!l)
 		return -ENOMEM;
 	l->img = img;
+	l->fill_all = fill_all;
 	l->n_layers = img->manifest->n_layers;
 	l->jobs = jobs ? jobs : 1;
 	l->timeout_s = timeout_s ? timeout_s : 300;
@@ -370,12 +407,13 @@ int loader_free(struct loader *l)
 	if (!l)
 		return 0;
 	pthread_mutex_lock(&l->lock);
-	bool running = l->state == LOAD_RUNNING, join = l->thread_running;
+	bool running = l->state == LOAD_RUNNING || l->filling, join = l->thread_running;
 	pthread_mutex_unlock(&l->lock);
 	if (running) {
 		/* A download cannot be cancelled mid-transfer; at unmount the
 		 * process is about to exit anyway, so leave it rather than wait. */
-		log_info(MLFS_AREA_FS, "%s: unmounted while layers were still loading", l->img->canonical);
+		log_info(MLFS_AREA_FS, "%s: unmounted while layers were still loading or prefetching",
+			 l->img->canonical);
 		return -EBUSY;
 	}
 	if (join)

@@ -21,7 +21,9 @@ struct mlfs_view {
 
 struct loader;
 
-int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, struct loader **out);
+/* fill_all (-o prefetch): once the view is up, fetch every chunk of the
+ * seekable layers in the background. */
+int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, bool fill_all, struct loader **out);
 /* Frees everything; -EBUSY (and nothing freed, the image included, which
  * the loading threads still use) when a load is under way: for exit paths. */
 int loader_free(struct loader *l);

@@ -117,7 +117,7 @@ int mlfs_cmd_mount(int argc, char **argv)
 				      .insecure = o.insecure, .offline = o.offline };
 	if (r == 0)
 		r = mlfs_image_open(o.ref, &io, &fs.img, &err);
-	if (r == 0 && (r = loader_new(fs.img, o.jobs, o.timeout_s, &fs.loader)) < 0)
+	if (r == 0 && (r = loader_new(fs.img, o.jobs, o.timeout_s, o.prefetch, &fs.loader)) < 0)
 		mlfs_err_set(&err, -r, "out of memory");
 	if (r == 0)
 		r = serve(&fs, &o, &err);

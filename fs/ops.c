@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "fs/layerload.h"
 #include "fs/partial.h"
 
 #define FOREVER (86400.0 * 365) /* the image never changes under the mount */
@@ -210,7 +211,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
 		conn->want |= FUSE_CAP_SPLICE_MOVE;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
-	if (fs->prefetch)
+	/* With every layer seekable, loading is a few small TOC requests: do it
+	 * now, so the first listing is ready and prioritised files come early. */
+	bool seekable = true;
+	for (size_t i = 0; i < fs->img->manifest->n_layers; i++)
+		seekable &= mlfs_image_layer_seekable(fs->img, i);
+	if (fs->prefetch || (seekable && fs->img->manifest->n_layers > 0))
 		loader_start(fs->loader);
 }
 
@@ -398,6 +404,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	}
 	if ((uint64_t)size > r.e.size - (uint64_t)off)
 		size = (size_t)(r.e.size - (uint64_t)off);
+	/* A seekable layer's chunks come on first read; a warm read takes no lock. */
+	struct mlfs_err err = { 0 };
+	int rc = mlfs_layer_fetch(r.layer, r.entry, (uint64_t)off, size, &err);
+	if (rc < 0) {
+		log_error(MLFS_AREA_FS, "reading %s: %s", r.e.path, err.msg[0] ? err.msg : strerror(-rc));
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	/* Straight from the cache's data file: splice where the kernel allows. */
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;

@@ -155,7 +155,7 @@ static int zstd_toc(const struct mlfs_seekable_desc *d, const struct mlfs_blob_r
 			return mlfs_err_set(err, EBADMSG, "unreadable zstd:chunked manifest position \"%s\"",
 					    d->zstd_toc_position);
 	} else {
-		size_t tl = d->blob_size < 64 ? (size_t)d->blob_size : 64;
+		size_t tl = d->blob_size < ZSTD_FOOTER_MAX_SIZE ? (size_t)d->blob_size : ZSTD_FOOTER_MAX_SIZE;
 		struct zstd_footer f;
 		if ((rc = fetch(src, d->blob_size - tl, tl, &buf, err)) < 0)
 			return rc;
@@ -225,7 +225,7 @@ static void to_archive_entry(const struct toc_entry *t, struct archive_entry *ae
 	archive_entry_set_uid(ae, t->uid);
 	archive_entry_set_gid(ae, t->gid);
 	if (t->has_mtime)
-		archive_entry_set_mtime(ae, (time_t)t->mtime, 0);
+		archive_entry_set_mtime(ae, (time_t)t->mtime, t->mtime_nsec);
 	if (t->type == TOC_REG)
 		archive_entry_set_size(ae, (la_int64_t)t->size);
 	if (t->type == TOC_SYMLINK)
@@ -242,7 +242,9 @@ static void to_archive_entry(const struct toc_entry *t, struct archive_entry *ae
 
 struct builder {
 	struct mlfs_layer *l;
-	size_t cap_chunks;
+	size_t cap_chunks, cap_bounds;
+	uint64_t *bound;                /* per chunk: where its compressed bytes end at the latest */
+	uint64_t file_end;              /* the file's endOffset, or UINT64_MAX */
 	uint64_t file_off, file_size, covered; /* the regular file whose chunks follow */
 	bool in_file;
 	const char *file_name;
@@ -261,8 +263,12 @@ static int add_chunk(struct builder *b, const struct toc_entry *t, size_t idx)
 				    (unsigned long long)b->file_size);
 	int rc = mlfs_grow((void **)&l->chunks, &b->cap_chunks, l->n_chunks + 1, sizeof *l->chunks, 64,
 			   UINT32_MAX);
+	if (rc == 0)
+		rc = mlfs_grow((void **)&b->bound, &b->cap_bounds, l->n_chunks + 1, sizeof *b->bound, 64,
+			       UINT32_MAX);
 	if (rc < 0)
 		return mlfs_err_set(b->err, -rc, "too many chunks");
+	b->bound[l->n_chunks] = b->file_end;
 	struct mlfs_ichunk *c = &l->chunks[l->n_chunks];
 	*c = (struct mlfs_ichunk){ .data_off = b->file_off + t->chunk_offset, .len = len,
 				   .blob_off = t->offset, .inner_off = t->inner_offset };
@@ -276,14 +282,13 @@ static int add_chunk(struct builder *b, const struct toc_entry *t, size_t idx)
 		else
 			return mlfs_err_set(b->err, EBADMSG, "TOC entry %zu (%s): a chunk without a digest", idx,
 					    t->name);
-		if (t->end_offset) {
-			if (t->end_offset <= t->offset)
-				return mlfs_err_set(b->err, EBADMSG, "TOC entry %zu (%s): endOffset before offset",
-						    idx, t->name);
-			c->blob_len = t->end_offset - t->offset;
-		} else {
-			c->blob_len = NO_LEN;
-		}
+		/* containers/storage gives a file's compressed end (endOffset),
+		 * not each chunk's: a chunk ends where the next one starts, and
+		 * the file's last one at endOffset. */
+		if (t->offset >= b->file_end)
+			return mlfs_err_set(b->err, EBADMSG, "TOC entry %zu (%s): chunk offset past the file's end",
+					    idx, t->name);
+		c->blob_len = b->file_end != UINT64_MAX && len == b->file_size ? b->file_end - t->offset : NO_LEN;
 	}
 	l->n_chunks++;
 	b->covered += len;
@@ -324,7 +329,8 @@ static int finish_chunks(struct builder *b, uint64_t toc_off)
 			if (lo == n)
 				return mlfs_err_set(b->err, EBADMSG, "a chunk at blob offset %llu lies past the TOC",
 						    (unsigned long long)c->blob_off);
-			c->blob_len = starts[lo] - c->blob_off;
+			uint64_t end = starts[lo] < b->bound[i] ? starts[lo] : b->bound[i];
+			c->blob_len = end - c->blob_off;
 		}
 		if (c->blob_len && (c->blob_off > toc_off || c->blob_len > toc_off - c->blob_off))
 			return mlfs_err_set(b->err, EBADMSG, "a chunk at blob offset %llu runs into the TOC",
@@ -388,9 +394,15 @@ static int build_index(struct mlfs_layer *l, const struct toc *toc, uint64_t toc
 		b.file_name = t->name;
 		if (t->type == TOC_REG && t->size > 0 && l->n_ents > before &&
 		    l->ents[l->n_ents - 1].kind == MLFS_ENTRY_REG) {
+			if (t->end_offset && t->end_offset <= t->offset) {
+				rc = mlfs_err_set(err, EBADMSG, "TOC entry %zu (%s): endOffset before offset", i,
+						  t->name);
+				break;
+			}
 			b.in_file = true;
 			b.file_off = l->ents[l->n_ents - 1].data_off;
 			b.file_size = t->size;
+			b.file_end = t->end_offset ? t->end_offset : UINT64_MAX;
 			b.covered = 0;
 			rc = add_chunk(&b, t, i);
 		}
@@ -400,6 +412,7 @@ static int build_index(struct mlfs_layer *l, const struct toc *toc, uint64_t toc
 	if (rc == 0)
 		rc = finish_chunks(&b, toc_off);
 	archive_entry_free(ae);
+	free(b.bound);
 	return rc;
 }
 
@@ -419,6 +432,11 @@ static int build(const struct mlfs_layer_opts *opts, const struct mlfs_seekable_
 	if (rc < 0)
 		return rc;
 
+	/* Chunk data ends where the TOC's container starts: its gzip member for
+	 * eStargz, the 8-byte header of its skippable frame for zstd. */
+	if (d->zstd && toc_off < 8)
+		return mlfs_err_set(err, EBADMSG, "the TOC offset %llu is out of range", (unsigned long long)toc_off);
+	uint64_t data_end = d->zstd ? toc_off - 8 : toc_off;
 	struct toc *toc = NULL;
 	char msg[256] = "";
 	rc = toc_parse(json, json_len, &toc, msg, sizeof msg);
@@ -427,7 +445,7 @@ static int build(const struct mlfs_layer_opts *opts, const struct mlfs_seekable_
 	l->codec = d->zstd ? MLFS_CODEC_ZSTD : MLFS_CODEC_GZIP;
 	l->hide_format_entries = true;
 	l->prefetch_end = 0;
-	rc = build_index(l, toc, toc_off, err);
+	rc = build_index(l, toc, data_end, err);
 	toc_free(toc);
 	if (rc < 0)
 		return rc;
