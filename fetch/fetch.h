@@ -267,6 +267,7 @@ struct mlfs_image {
 	char manifest_digest[MLFS_DIGEST_MAX];
 	struct mlfs_config *config;
 	bool offline;
+	bool ranges_refused;                   /* the registry ignored a Range once: never ask again (atomic) */
 };
 
 int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,

@@ -220,5 +220,10 @@ int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, si
 	if (d->size < 0 || offset > (uint64_t)d->size || len > (uint64_t)d->size - offset)
 		return mlfs_err_set(err, EINVAL, "layer %zu of %s: range %llu+%zu is outside its %lld bytes",
 				    i + 1, img->canonical, (unsigned long long)offset, len, (long long)d->size);
-	return mlfs_registry_get_range(img->reg, img->ref.path, d->digest, offset, len, buf, err);
+	if (__atomic_load_n(&img->ranges_refused, __ATOMIC_RELAXED))
+		return mlfs_err_set(err, ERANGE, "%s does not serve byte ranges", img->ref.domain);
+	int r = mlfs_registry_get_range(img->reg, img->ref.path, d->digest, offset, len, buf, err);
+	if (r == -ERANGE)
+		__atomic_store_n(&img->ranges_refused, true, __ATOMIC_RELAXED);
+	return r;
 }
