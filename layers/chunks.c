@@ -181,8 +181,9 @@ static int decode_chunk(const struct mlfs_layer *l, const struct mlfs_ichunk *c,
 	uint64_t skip = c->inner_off, done = 0;
 	if (archive_read_open_memory(a, src, len) != ARCHIVE_OK || archive_read_next_header(a, &ae) != ARCHIVE_OK ||
 	    archive_filter_count(a) != 2) {
-		rc = mlfs_err_set(err, EBADMSG, "layer %s: the chunk at blob offset %llu is not %s data", l->key,
-				  (unsigned long long)c->blob_off, l->codec == MLFS_CODEC_ZSTD ? "zstd" : "gzip");
+		rc = mlfs_err_set(err, EBADMSG, "layer %s: the chunk at blob offset %llu is corrupt: it does not "
+				  "decompress as %s (%s); nothing was cached", l->key, (unsigned long long)c->blob_off,
+				  l->codec == MLFS_CODEC_ZSTD ? "zstd" : "gzip", archive_error_string(a) ?: "no data");
 		goto out;
 	}
 	while (done < c->len) {
