@@ -11,6 +11,7 @@ packages=(
   fuse3 ca-certificates
   # tests and demo: a real registry, real image tools, real foreign binaries
   docker-registry umoci skopeo busybox-static qemu-user-static
+  stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
   python3 python3-pytest python3-jwt python3-cryptography
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
 )
