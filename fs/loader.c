@@ -57,6 +57,7 @@ struct loader {
 	bool failing;             /* a layer of the load under way failed: nobody waits for the rest */
 	bool thread_running;
 	bool filling;             /* the thread fills chunks after a READY view */
+	unsigned fillers;         /* detached threads filling one layer each (loader_fill_async) */
 	pthread_t thread;
 };
 
@@ -247,6 +248,45 @@ static void *coordinator(void *arg)
 	return NULL;
 }
 
+struct async_fill {
+	struct loader *l;
+	const struct mlfs_layer *layer;
+};
+
+static void *fill_one(void *arg)
+{
+	struct async_fill *a = arg;
+	struct loader *l = a->l;
+	struct mlfs_err err = { 0 };
+	if (mlfs_layer_fill(a->layer, false, l->jobs, &err) < 0)
+		log_warn(MLFS_AREA_FS, "%s: filling a layer: %s", l->img->canonical, err.msg[0] ? err.msg : "failed");
+	pthread_mutex_lock(&l->lock);
+	l->fillers--;
+	pthread_mutex_unlock(&l->lock);
+	free(a);
+	return NULL;
+}
+
+void loader_fill_async(struct loader *l, const struct mlfs_layer *layer)
+{
+	struct async_fill *a = malloc(sizeof *a);
+	if (!a)
+		return;
+	*a = (struct async_fill){ l, layer };
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_mutex_lock(&l->lock);
+	pthread_t t;
+	if (pthread_create(&t, &attr, fill_one, a) == 0)
+		l->fillers++;
+	else
+		free(a);
+	pthread_mutex_unlock(&l->lock);
+	pthread_attr_destroy(&attr);
+	log_debug(MLFS_AREA_FS, "%s: many files read cold: filling their layer in the background", l->img->canonical);
+}
+
 int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, bool fill_all, struct loader **out)
 {
 	struct loader *l = calloc(1, sizeof *l);
@@ -407,7 +447,7 @@ int loader_free(struct loader *l)
 	if (!l)
 		return 0;
 	pthread_mutex_lock(&l->lock);
-	bool running = l->state == LOAD_RUNNING || l->filling, join = l->thread_running;
+	bool running = l->state == LOAD_RUNNING || l->filling || l->fillers, join = l->thread_running;
 	pthread_mutex_unlock(&l->lock);
 	if (running) {
 		/* A download cannot be cancelled mid-transfer; at unmount the
@@ -418,6 +458,24 @@ int loader_free(struct loader *l)
 	}
 	if (join)
 		pthread_join(l->thread, NULL);
+	struct mlfs_layer_stats sum = { 0 };
+	for (size_t i = 0; i < l->n_layers; i++) {
+		const struct mlfs_layer *layer = atomic_load(&l->layers[i]);
+		struct mlfs_layer_stats st;
+		if (!layer)
+			continue;
+		mlfs_layer_stats(layer, &st);
+		sum.chunks += st.chunks;
+		sum.chunks_present += st.chunks_present;
+		sum.chunks_fetched += st.chunks_fetched;
+		sum.bytes_fetched += st.bytes_fetched;
+		sum.requests += st.requests;
+	}
+	if (sum.chunks)
+		log_info(MLFS_AREA_FS, "%s: %llu of %llu chunks cached; this mount fetched %llu in %llu requests (%llu bytes)",
+			 l->img->canonical, (unsigned long long)sum.chunks_present, (unsigned long long)sum.chunks,
+			 (unsigned long long)sum.chunks_fetched, (unsigned long long)sum.requests,
+			 (unsigned long long)sum.bytes_fetched);
 	view_free(atomic_load(&l->view));
 	for (size_t i = 0; i < l->n_layers; i++) {
 		mlfs_layer_free(atomic_load(&l->layers[i]));

@@ -36,6 +36,10 @@ const struct mlfs_view *loader_peek(struct loader *l);
  * turns true (an interrupted FUSE request). */
 int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, const struct mlfs_view **out);
 
+/* Fetches every chunk of a published seekable layer in a background
+ * thread (loader_free() reports -EBUSY until it ends). */
+void loader_fill_async(struct loader *l, const struct mlfs_layer *layer);
+
 size_t loader_layer_count(const struct loader *l);
 /* Layer i (0 = bottom) and its entries sorted by path, if indexed yet. */
 bool loader_layer_peek(struct loader *l, size_t i, const struct mlfs_layer **layer, const uint32_t **sorted);

@@ -412,6 +412,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		fuse_reply_err(req, EIO);
 		return;
 	}
+	if (mlfs_layer_take_fill_hint(r.layer))
+		loader_fill_async(fs_of(req)->loader, r.layer);
 	/* Straight from the cache's data file: splice where the kernel allows. */
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;

@@ -40,6 +40,7 @@
 #define GROUP_GAP (64u << 10)       /* chunks this close in the blob share one request */
 #define GROUP_MAX (16u << 20)       /* ...up to this many compressed bytes */
 #define FILL_BATCH (8u << 20)       /* compressed bytes one fill worker takes at a time */
+#define FILL_AFTER_FILES 64         /* distinct files read cold before the layer is worth filling */
 
 struct mlfs_chunkstate {
 	struct mlfs_blob_ranges src;
@@ -50,6 +51,11 @@ struct mlfs_chunkstate {
 	pthread_cond_t cond;
 	uint8_t *inflight;
 	atomic_uint_fast64_t bytes_fetched, chunks_fetched, requests;
+	/* Files whose reads had to fetch: a walk over many of them is better
+	 * served by filling the layer than by a request per file. */
+	atomic_size_t last_missed_entry;
+	atomic_uint missed_files;
+	atomic_bool fill_hinted;
 };
 
 static bool is_present(const struct mlfs_layer *l, size_t c)
@@ -90,6 +96,7 @@ int mlfs_chunks_attach(struct mlfs_layer *l, const char *cache_dir, const struct
 		return -ENOMEM;
 	}
 	cs->src = *src;
+	atomic_init(&cs->last_missed_entry, SIZE_MAX);
 	pthread_mutex_init(&cs->lock, NULL);
 	pthread_cond_init(&cs->cond, NULL);
 	l->cs = cs; /* from here on mlfs_chunks_detach() releases everything */
@@ -339,6 +346,7 @@ static int ensure_chunks(const struct mlfs_layer *l, size_t first, size_t last, 
 	_cleanup_free_ bool *tried = calloc(cap ? cap : 1, sizeof *tried);
 	if (!mine || !tried)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
+	int fetched = 0;
 	for (;;) {
 		size_t n = 0;
 		bool waiting = false;
@@ -360,6 +368,7 @@ static int ensure_chunks(const struct mlfs_layer *l, size_t first, size_t last, 
 			int rc = fetch_claimed(l, mine, n, err);
 			if (rc < 0)
 				return rc;
+			fetched += (int)n;
 			continue;
 		}
 		if (!waiting)
@@ -374,7 +383,7 @@ static int ensure_chunks(const struct mlfs_layer *l, size_t first, size_t last, 
 		if (!is_present(l, c))
 			return mlfs_err_set(err, EIO, "layer %s: the chunk at blob offset %llu could not be fetched "
 					    "(see the log)", l->key, (unsigned long long)l->chunks[c].blob_off);
-	return 0;
+	return fetched;
 }
 
 /* The first chunk that ends after data offset off. */
@@ -404,6 +413,19 @@ int mlfs_chunks_ensure(const struct mlfs_layer *l, uint64_t off, uint64_t len, s
 	if (c == last)
 		return 0; /* the fast path of every warm read: no lock */
 	return ensure_chunks(l, c, last, err);
+}
+
+void mlfs_chunks_note_miss(const struct mlfs_layer *l, size_t entry)
+{
+	struct mlfs_chunkstate *cs = l->cs;
+	if (atomic_exchange(&cs->last_missed_entry, entry) != entry)
+		atomic_fetch_add(&cs->missed_files, 1);
+}
+
+bool mlfs_layer_take_fill_hint(const struct mlfs_layer *l)
+{
+	struct mlfs_chunkstate *cs = l->cs;
+	return cs && atomic_load(&cs->missed_files) >= FILL_AFTER_FILES && !atomic_exchange(&cs->fill_hinted, true);
 }
 
 /* ---- filling in the background ---- */

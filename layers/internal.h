@@ -128,8 +128,11 @@ void mlfs_layer_shrink(struct mlfs_layer *l);
 /* Opens or creates the layer's present map and takes over src. */
 int mlfs_chunks_attach(struct mlfs_layer *layer, const char *cache_dir, const struct mlfs_blob_ranges *src);
 void mlfs_chunks_detach(struct mlfs_layer *layer);
-/* Makes data file bytes [off, off+len) present, fetching what is missing. */
+/* Makes data file bytes [off, off+len) present, fetching what is missing:
+ * the number of chunks this call fetched, or -errno. */
 int mlfs_chunks_ensure(const struct mlfs_layer *layer, uint64_t off, uint64_t len, struct mlfs_err *err);
+/* Entry `entry` had to fetch (counts distinct files, for mlfs_layer_take_fill_hint). */
+void mlfs_chunks_note_miss(const struct mlfs_layer *layer, size_t entry);
 
 /* ---- indexfile.c: the table on disk ---- */
 int mlfs_indexfile_save(const struct mlfs_layer *layer, const char *path);

@@ -299,7 +299,10 @@ int mlfs_layer_fetch(const struct mlfs_layer *l, size_t i, uint64_t off, uint64_
 		return 0;
 	if (len > e->size - off)
 		len = e->size - off;
-	return mlfs_chunks_ensure(l, e->data_off + off, len, err);
+	int rc = mlfs_chunks_ensure(l, e->data_off + off, len, err);
+	if (rc > 0)
+		mlfs_chunks_note_miss(l, i);
+	return rc < 0 ? rc : 0;
 }
 
 ssize_t mlfs_layer_pread(const struct mlfs_layer *l, size_t i, void *buf, size_t len, uint64_t off)

@@ -125,6 +125,10 @@ int mlfs_layer_fetch(const struct mlfs_layer *layer, size_t i, uint64_t off, uin
 /* Fetches every absent chunk (or only those the image marks for prefetch),
  * with `jobs` requests in flight. */
 int mlfs_layer_fill(const struct mlfs_layer *layer, bool prioritized_only, unsigned jobs, struct mlfs_err *err);
+/* True once, when reads have fetched chunks for so many distinct files that
+ * filling the whole layer in the background will serve them better (a
+ * walk over the tree, a build reading every header). */
+bool mlfs_layer_take_fill_hint(const struct mlfs_layer *layer);
 struct mlfs_layer_stats {
 	uint64_t chunks, chunks_present;         /* in the cache, by any process */
 	uint64_t chunks_fetched, bytes_fetched;  /* by this process */
