@@ -19,7 +19,17 @@
  * two processes may both fetch it, and write the same verified bytes.
  *
  * Holes (containers/storage's "zeros" chunks, blob_len 0) are never
- * fetched: the data file reads as zeros there already. */
+ * fetched: the data file reads as zeros there already.
+ *
+ * Why one sparse data file per layer rather than composefs' one object
+ * per file content: it is the shape streamed layers already have, so the
+ * FUSE read path (an fd-backed splice at data_off), export and the index
+ * format stay one; the cold path creates no file per chunk (35k files on
+ * the bench image would each cost a create and a sync); and a chunk's
+ * place is fixed by the TOC, so two processes filling the same layer
+ * write the same bytes to the same offsets.  Sharing identical files
+ * across layers and images (composefs' gain) is left to the cache work;
+ * it was not measured here. */
 #include <archive.h>
 #include <endian.h>
 #include <errno.h>

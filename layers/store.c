@@ -220,11 +220,13 @@ int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int
 			rc = -errno;
 			goto fail;
 		}
+		/* A new data file holds no chunk yet: a map left from one that
+		 * vanished (or had another size) must not say otherwise. */
+		char *map = mlfs_store_path(cache_dir, "chunks", key);
+		if (map)
+			unlink(map);
+		free(map);
 		if (replace) {
-			/* Not this layout: its chunk map goes with it. */
-			_cleanup_free_ char *map = mlfs_store_path(cache_dir, "chunks", key);
-			if (map)
-				unlink(map);
 			if (rename(t, path) < 0) {
 				rc = -errno;
 				goto fail;
