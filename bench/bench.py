@@ -33,6 +33,17 @@ ACCEPT = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
+# The real program run from the large image in a chroot (the toolchain
+# layer's gcc driver, which needs the base-libs layer's libc).
+PROGRAM = ["/usr/bin/gcc-12", "--version"]
+PROGRAM_SAYS = "gcc-12 (Debian 12"
+# Seekable copies of big:gzip (bench/convert.py): tag -> what made it.
+SEEKABLE = ["estargz", "zstdchunked", "cszstd"]
+SEEKABLE_TOOL = {
+    "estargz": "eStargz, `ctr-remote image convert --estargz --oci` (gzip level 9, 4 MiB chunks)",
+    "zstdchunked": "zstd:chunked, `ctr-remote image convert --zstdchunked --oci`",
+    "cszstd": "containers/storage's zstd:chunked, `skopeo copy --dest-compress-format zstd:chunked` via an oci: layout",
+}
 CMD_TIMEOUT = 600          # any single command; a run is far shorter
 UNMOUNT_WAIT = 30.0
 
@@ -118,18 +129,25 @@ class AccessLog:
         with open(self.path, "rb") as f:
             f.seek(mark)
             text = f.read().decode("utf-8", "replace")
-        res = {"get_bytes": 0, "gets": 0, "heads": 0, "blob_gets": 0, "requests": 0}
+        res = {"get_bytes": 0, "gets": 0, "heads": 0, "blob_gets": 0, "range_gets": 0, "requests": 0,
+               "per_blob": {}}
         for line in text.splitlines():
             m = ACCESS_RE.match(line)
             if not m:
                 continue
-            method, path, _status, size = m.group(1), m.group(2), m.group(3), m.group(4)
+            method, path, status, size = m.group(1), m.group(2), m.group(3), m.group(4)
             res["requests"] += 1
             if method == "GET":
+                n = int(size) if size != "-" else 0
                 res["gets"] += 1
-                res["get_bytes"] += int(size) if size != "-" else 0
+                res["get_bytes"] += n
                 if "/blobs/" in path:
                     res["blob_gets"] += 1
+                    pb = res["per_blob"].setdefault(path.rsplit("/", 1)[1], [0, 0])
+                    pb[0] += 1
+                    pb[1] += n
+                if status == "206":
+                    res["range_gets"] += 1
             elif method == "HEAD":
                 res["heads"] += 1
         return res
@@ -226,6 +244,25 @@ def resolve_layers(reg, repo, tag):
     return [l["digest"] for l in m["layers"]], [l["size"] for l in m["layers"]]
 
 
+def layer_formats(reg, repo, tag):
+    """Each layer's format as mlfs recognises it, from its media type and annotations."""
+    m = get_json("http://%s/v2/%s/manifests/%s" % (reg, repo, tag))
+    out = []
+    for l in m.get("layers", []):
+        ann = l.get("annotations") or {}
+        mt = l.get("mediaType", "")
+        if any(k.endswith("zstd-chunked.manifest-checksum") for k in ann):
+            out.append("zstd:chunked" + (" (ctr-remote)" if "containerd.io/snapshot/stargz/toc.digest" in ann
+                                         else " (containers/storage)"))
+        elif "containerd.io/snapshot/stargz/toc.digest" in ann:
+            out.append("eStargz")
+        elif mt.endswith("zstd"):
+            out.append("zstd")
+        else:
+            out.append("gzip")
+    return out
+
+
 def parallel(cmds, timeout=CMD_TIMEOUT):
     """Start every command line at once; wait for all; seconds for the lot."""
     t0 = now()
@@ -287,7 +324,9 @@ class Bench:
         t_fb = first_byte(os.path.join(mnt, deep))
         self.add(w, "mlfs.firstbyte.after_mount", t_fb)
         self.add(w, "mlfs.firstbyte.cold", t_mount + t_fb)
-        self.add(w, "mlfs.bytes.firstbyte", self.alog.since(mark)["get_bytes"])
+        reqs = self.alog.since(mark)
+        self.add(w, "mlfs.bytes.firstbyte", reqs["get_bytes"])
+        self.add(w, "mlfs.reqs.firstbyte", reqs["blob_gets"])
         # The layers are loaded now (and their data files in the page cache):
         # a first tar pass shows what FUSE itself costs before the kernel's caches fill.
         self.add(w, "mlfs.tar.firstpass", self.tar_read(mnt)[0])
@@ -321,7 +360,9 @@ class Bench:
         t_m = m.mount(ref, mnt, cache)
         t_tar, nbytes = self.tar_read(mnt)
         self.add(w, "mlfs.tar.cold", t_m + t_tar)
-        self.add(w, "mlfs.bytes.full", self.alog.since(mark)["get_bytes"])
+        reqs = self.alog.since(mark)
+        self.add(w, "mlfs.bytes.full", reqs["get_bytes"])
+        self.add(w, "mlfs.reqs.full", reqs["blob_gets"])
         self.info[w]["tar_stream_bytes"] = nbytes
         self.add(w, "mlfs.tar.warm", self.tar_read(mnt)[0])
         self.add(w, "mlfs.find.warm", self.find_walk(mnt))
@@ -351,8 +392,60 @@ class Bench:
         m.umount(mnt)
         rmtree(cache)
 
+    def program(self, root):
+        """Run PROGRAM in a chroot of root; seconds.  Checks its output."""
+        t, out = timed("env -i PATH=/usr/bin:/bin LANG=C chroot %s %s" % (root, " ".join(PROGRAM)))
+        if PROGRAM_SAYS not in out:
+            raise RuntimeError("chroot %s %s printed %r" % (root, " ".join(PROGRAM), out[:200]))
+        return t
+
+    def ls_r(self, d):
+        t, out = timed("ls -R %s | wc -l" % d)
+        return t, int(out.strip())
+
+    def mlfs_seekable_run(self, w, ref, r):
+        """The measurements the seekable formats are about, on every large
+        workload (gzip and zstd too, side by side): each on a new empty
+        cache after dropping the caches, mount included."""
+        m = self.mlfs
+        mnt = os.path.join(self.work, "mnt-%s" % w)
+
+        def cold(key, step, extra=""):
+            cache = m.new_cache()
+            drop_caches()
+            mark = self.alog.mark()
+            t_m = m.mount(ref, mnt, cache, extra)
+            t_step, res = step()
+            reqs = self.alog.since(mark)
+            self.add(w, "mlfs.%s.cold" % key, t_m + t_step)
+            self.add(w, "mlfs.%s.after_mount" % key, t_step)
+            self.add(w, "mlfs.bytes.%s" % key, reqs["get_bytes"])
+            self.add(w, "mlfs.reqs.%s" % key, reqs["blob_gets"])
+            self.info[w].setdefault("per_blob", {}).setdefault(key, []).append(reqs["per_blob"])
+            m.umount(mnt)
+            rmtree(cache)
+            return res
+
+        # Listing the whole tree (names and attributes, no file contents).
+        n = cold("lsR", lambda: self.ls_r(mnt))
+        self.info[w]["ls_r_lines"] = n
+        # A real program from the image, in a chroot.
+        cold("prog", lambda: (self.program(mnt), None))
+        # Whole-tree read with -o prefetch (every chunk filled in the background).
+        cold("tar.prefetch", lambda: self.tar_read(mnt), "prefetch")
+
+        # mlfs pull: every layer into an empty cache (gzip/zstd: the blobs;
+        # seekable: the TOC and every chunk, decompressed and verified).
+        cache = m.new_cache()
+        drop_caches()
+        mark = self.alog.mark()
+        t, _ = timed("%s pull --cache %s %s" % (m.bin, cache, ref))
+        self.add(w, "mlfs.pull.cold", t)
+        self.add(w, "mlfs.bytes.pull", self.alog.since(mark)["get_bytes"])
+        rmtree(cache)
+
     # --- baselines ---
-    def baseline_run(self, w, repo, tag, deep, r, umoci_ok):
+    def baseline_run(self, w, repo, tag, deep, r, umoci_ok, big):
         ref = "%s/%s:%s" % (self.reg, repo, tag)
         sk = "skopeo --insecure-policy"
         bdir = os.path.join(self.work, "base-%s" % w)
@@ -382,6 +475,18 @@ class Bench:
         self.add(w, "pull.curl_bsdtar", t_pull)
         self.add(w, "pull.curl_bsdtar.firstbyte", t_pull + first_byte(path))
         self.add(w, "pull.bytes", self.alog.since(mark)["get_bytes"])
+        if big:
+            # The pulled layers as one tree, the way containerd's overlay
+            # snapshotter stacks them (read-only overlayfs, top layer first),
+            # then the same steps as on mlfs: `ls -R` and the program in a chroot.
+            ovl = os.path.join(bdir, "overlay")
+            os.makedirs(ovl)
+            sh("mount -t overlay overlay -o ro,lowerdir=%s %s" % (":".join(reversed(dirs)), ovl))
+            try:
+                self.add(w, "pull.curl_bsdtar.prog", t_pull + self.program(ovl))
+                self.add(w, "pull.curl_bsdtar.lsR", t_pull + self.ls_r(ovl)[0])
+            finally:
+                sh("umount %s" % ovl)
         rmtree(os.path.join(bdir, "pull"))
 
         # Download alone (to /dev/null) and decompression alone.
@@ -441,15 +546,20 @@ class Bench:
 
     def workload(self, w, repo, tag, deep, umoci_ok, local_from):
         ref = "%s/%s:%s" % (self.reg, repo, tag)
+        big = w != "demo"
         self.info.setdefault(w, {})
         digests, sizes = resolve_layers(self.reg, repo, tag)
-        self.info[w].update(ref=ref, deep=deep, layers=len(digests), compressed_bytes=sum(sizes))
+        self.info[w].update(ref=ref, deep=deep, layers=len(digests), compressed_bytes=sum(sizes),
+                            layer_sizes=sizes, layer_digests=digests,
+                            layer_formats=layer_formats(self.reg, repo, tag))
         runs = max(self.a.runs, 10) if w == "demo" else self.a.runs   # ms-scale: more samples
         for r in range(runs):
             log("%s: run %d of %d" % (w, r + 1, runs))
             t0 = now()
-            self.baseline_run(w, repo, tag, deep, r, umoci_ok)
+            self.baseline_run(w, repo, tag, deep, r, umoci_ok, big)
             self.mlfs_run(w, ref, deep, r)
+            if big:
+                self.mlfs_seekable_run(w, ref, r)
             tree = self.local_ref.get(local_from)
             self.local_run(w, tree)
             log("%s: run %d took %.0fs" % (w, r + 1, now() - t0))
@@ -788,10 +898,10 @@ def main():
         ("demo", "demo", "latest", "bin/busybox", True, "demo"),
         ("big-gzip", "big", "gzip", deep, True, "big-gzip"),
         ("big-zstd", "big", "zstd", deep, False, "big-gzip"),
-    ]
+    ] + [("big-" + t, "big", t, deep, False, "big-gzip") for t in SEEKABLE]
     only = set(x for x in a.only.split(",") if x)
-    if "big-zstd" in only:
-        only.add("big-gzip")      # its local reference tree comes from there
+    if only & set(["big-zstd"] + ["big-" + t for t in SEEKABLE]):
+        only.add("big-gzip")      # the local reference tree and the baselines come from there
     b.workloads = [p[0] for p in plan if not only or p[0] in only]
     try:
         for w, repo, tag, dp, umoci_ok, local_from in plan:

@@ -28,14 +28,14 @@ import time
 
 # (layer name, Debian packages).  About 540 MB and 36k entries in total.
 LAYERS = [
-    ("base-libs", ["libc6-dev", "linux-libc-dev", "libgcc-12-dev", "tzdata", "libicu72",
+    ("base-libs", ["libc6", "libc6-dev", "linux-libc-dev", "libgcc-12-dev", "tzdata", "libicu72",
                    "libperl5.36", "perl-modules-5.36", "libpython3.11-stdlib"]),
     ("toolchain", ["gcc-12", "cpp-12", "g++-12", "binutils-x86-64-linux-gnu", "libstdc++-12-dev"]),
     ("boost", ["libboost1.74-dev"]),
     ("go-src", ["golang-1.19-src"]),
 ]
 TOP_WHITEOUT = "usr/share/doc/.wh.gcc-12"   # hides a directory of the toolchain layer
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

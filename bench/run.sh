@@ -8,16 +8,21 @@
 # cached in the work dir), starts its own docker-registry on a free loopback
 # port with storage and access log under the work dir, pushes the demo image
 # (contrib/demo-image.sh) and the large image in gzip and zstd (skipped when
-# the registry already has them), runs bench/bench.py, and stops the registry.
+# the registry already has them), converts the gzip one to eStargz and
+# zstd:chunked (bench/convert.py: ctr-remote in a private containerd, and
+# skopeo; done once), runs bench/bench.py, and stops the registry.
 #
 # Environment:
 #   MLFS_BENCH_DIR    work dir (default /var/tmp/mlfs-bench)
 #   MLFS_BENCH_RUNS   runs per figure (default 3, at least 3 for the report)
 #   MLFS_BENCH_DEBS   .deb cache (default /var/cache/mlfs-bench-debs)
-#   MLFS_BENCH_ONLY   comma-separated workloads: demo,big-gzip,big-zstd (debugging)
+#   MLFS_BENCH_ONLY   comma-separated workloads (debugging): demo,big-gzip,big-zstd,
+#                     big-estargz,big-zstdchunked,big-cszstd (any big-* brings big-gzip,
+#                     whose unpacked tree and pull are the references)
 #
 # Needs (Debian 12): docker-registry skopeo umoci jq curl libarchive-tools (bsdtar)
-# zstd gzip tar fuse3 python3 (stdlib only).
+# zstd gzip tar fuse3 python3 (stdlib only); for the seekable images
+# stargz-snapshotter (ctr-remote) and containerd; overlayfs in the kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -83,8 +88,23 @@ for tag in gzip zstd; do
 	fi
 done
 
+# --- the seekable copies of big:gzip (bench/convert.py; made once, cached) ---
+want_seekable=
+for t in estargz zstdchunked cszstd; do
+	case ",${MLFS_BENCH_ONLY:-big-$t}," in *",big-$t,"*) want_seekable="$want_seekable${want_seekable:+,}$t" ;; esac
+done
+if [ -n "$want_seekable" ]; then
+	case $want_seekable in *estargz*|*zstdchunked*)
+		for t in ctr-remote containerd; do
+			command -v "$t" >/dev/null || { say "$t not found (Debian: stargz-snapshotter, containerd)"; exit 1; }
+		done ;;
+	esac
+	$PY bench/convert.py --registry "$REG" --work "$WORK" --repo big --src gzip \
+		--oci "$WORK/big-oci" --tags "$want_seekable"
+fi
+
 # --- measure ---
-say "measuring ($RUNS runs per figure, the demo 10; about 6 minutes on 2 cores)"
+say "measuring ($RUNS runs per figure, the demo 10)"
 $PY bench/bench.py --mlfs "$MLFS" --registry "$REG" --log "$REGDIR/access.log" --work "$WORK" \
 	--big-meta "$WORK/big-oci/meta.json" --out "$ROOT/bench/RESULTS.md" --runs "$RUNS" \
 	${MLFS_BENCH_ONLY:+--only "$MLFS_BENCH_ONLY"}

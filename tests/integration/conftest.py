@@ -23,8 +23,9 @@ import helpers
 from helpers import MLFS_BIN, REPO_ROOT, Result, base_env, run_mlfs  # noqa: F401 (re-exported)
 from registry import (
     MT_DOCKER_LIST, MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER_GZIP, MT_OCI_MANIFEST,
-    Registry, RegistryClient, copy_image, make_tls_certs, sha256_digest,
+    REGISTRY_BIN, Registry, RegistryClient, copy_image, make_tls_certs, sha256_digest,
 )
+from seekable_images import build_seekable_images
 from token_issuer import TokenIssuer
 
 USER, PASSWORD = "alice", "wonderland"
@@ -332,6 +333,86 @@ def tls_setup(request, session_dir, demo):
     return Images(reg, hostname=TLS_HOSTNAME, certs=certs, demo_index=demo.index, hosts=hosts,
                   certs_with_ca=with_ca, certs_empty=empty,
                   tls_ref="%s:%d/tls/demo:latest" % (TLS_HOSTNAME, reg.port))
+
+
+# -- seekable layers (eStargz, zstd:chunked) -------------------------------------
+
+class PrivateRegistry(Registry):
+    """A Registry a test may damage: `restart()` keeps its port (so refs and
+    a mount's connection target stay valid), `corrupt_blob()` first gives
+    the blob a file of its own (clones hardlink their blobs), so flipping a
+    byte here never reaches the registry it was cloned from."""
+
+    def restart(self):
+        """Stop, then serve again on the same port (bounded; fails if it cannot)."""
+        self.stop()
+        self._write_config()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", self.config_path],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if self._ready():
+                return self
+            time.sleep(0.05)
+        rc = self.proc.poll()
+        self.stop()
+        raise RuntimeError("registry did not come back on port %d (exit status %r); log: %s"
+                           % (self.port, rc, self.log_path))
+
+    def corrupt_blob(self, digest, offset=None):
+        path = self.blob_data_path(digest)
+        if os.stat(path).st_nlink > 1:
+            private = path + ".private"
+            shutil.copyfile(path, private)
+            os.replace(private, path)
+        super().corrupt_blob(digest, offset)
+
+
+def clone_registry(src, workdir):
+    """A started PrivateRegistry serving what `src` holds: the repositories
+    (tags, manifest links) copied, the blob files hardlinked."""
+    reg = PrivateRegistry(workdir)
+    v2 = os.path.join("docker", "registry", "v2")
+    shutil.copytree(os.path.join(src.storage, v2, "repositories"),
+                    os.path.join(reg.storage, v2, "repositories"), symlinks=True)
+    shutil.copytree(os.path.join(src.storage, v2, "blobs"), os.path.join(reg.storage, v2, "blobs"),
+                    copy_function=os.link)
+    return reg.start()
+
+
+@pytest.fixture(scope="session")
+def seekable(request, session_dir):
+    """seekable_images.build_seekable_images() in a registry of its own (so
+    no other test's registry is touched), built once per session.  The
+    dict it returns (see its docstring), plus: registry, client,
+    reference_dir (where reference_rootfs() unpacks) and ref(name)."""
+    reg = _start(request, Registry(os.path.join(session_dir, "seekable")))
+    images = build_seekable_images(reg, os.path.join(session_dir, "seekable-build"))
+    images["registry"] = reg
+    images["client"] = RegistryClient(reg.url)
+    images["reference_dir"] = os.path.join(session_dir, "seekable-ref")
+    images["ref"] = lambda name, tag="latest": "%s/%s:%s" % (reg.host, name, tag)
+    return images
+
+
+@pytest.fixture
+def seekable_clone(request, seekable, tmp_path):
+    """clone() -> a PrivateRegistry with the seekable images, for this test
+    alone (to corrupt, stop and restart); stopped at teardown."""
+    made = []
+
+    def clone():
+        reg = clone_registry(seekable["registry"], str(tmp_path / ("registry-%d" % len(made))))
+        made.append(reg)
+        request.addfinalizer(reg.stop)
+        return reg
+    return clone
 
 
 # -- credential helpers -------------------------------------------------------

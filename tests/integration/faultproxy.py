@@ -1,7 +1,8 @@
 """A forwarding HTTP proxy in front of a real docker-registry that can
 misbehave on purpose: answer 503 or 429 (with Retry-After), cut a blob
-download after N bytes, or redirect blob GETs to a "blob store" on another
-loopback host (as registries redirect to object storage).  Every request it
+download after N bytes, ignore Range (answer 200 with the whole body, as
+some registries and CDNs do), or redirect blob GETs to a "blob store" on
+another loopback host (as registries redirect to object storage).  Every request it
 sees is recorded with its headers, so tests can assert what mlfs sent where.
 
 It also works as an http_proxy (absolute-form request targets), to show
@@ -40,6 +41,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             host, port = owner.upstream
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        if owner.ignores_range(self.path):
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
         back = owner.misrange_for(self.path)
         if back and "Range" in headers and headers["Range"].startswith("bytes="):
             start = int(headers["Range"][6:].split("-")[0])
@@ -62,12 +65,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        if cut is not None:
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
+        try:
+            if cut is not None:
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client hung up mid-body (mlfs drops a 200 answering its
+            # Range request at once): nothing to report.
             self.close_connection = True
-            return
-        self.wfile.write(body)
 
 
 class FaultProxy:
@@ -81,6 +89,7 @@ class FaultProxy:
         self._cuts = []        # [regex, nbytes, remaining]
         self._redirect = None  # (regex, base_url)
         self._misrange = None  # (regex, bytes): answer Range requests from that much earlier
+        self._norange = None   # regex: forward without Range, so the answer is 200 + the whole body
         self._store = None     # callable(path) -> bytes|None, when acting as a blob store
         self.httpd = http.server.ThreadingHTTPServer((bind, 0), _Handler)
         self.httpd.daemon_threads = True
@@ -109,6 +118,16 @@ class FaultProxy:
         """Answer ranged GETs with bytes from `back` earlier than asked (a
         206 whose Content-Range is not the one requested)."""
         self._misrange = (re.compile(pattern), back)
+
+    def ignore_range(self, pattern=r"/blobs/sha256:"):
+        """Drop the Range header of matching requests before forwarding them:
+        the registry answers 200 with the whole blob, as a server that does
+        not support ranges would."""
+        self._norange = re.compile(pattern)
+
+    def ignores_range(self, path):
+        r = self._norange
+        return bool(r and r.search(path))
 
     def misrange_for(self, path):
         m = self._misrange

@@ -719,7 +719,7 @@ static void test_position(void)
 	};
 	for (size_t k = 0; k < sizeof bad_pos / sizeof bad_pos[0]; k++)
 		tap_ok(zstd_position_parse(bad_pos[k], &off, &len, &ulen, &type) == -EPROTO,
-		       "manifest position \"%s\" refused", bad_pos[k]);
+		       "manifest position %zu (\"%.*s\") refused", k, (int)strcspn(bad_pos[k], "\n"), bad_pos[k]);
 	tap_ok(zstd_position_parse("1:2:3:4", &off, &len, &ulen, NULL) == -EPROTO,
 	       "tar-split position with four fields refused");
 	tap_ok(zstd_position_parse("1:2", &off, &len, &ulen, NULL) == -EPROTO,
