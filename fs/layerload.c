@@ -160,7 +160,7 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 			log_debug(MLFS_AREA_LAYERS, "layer %zu (%s): indexed from its TOC", i + 1, d->digest);
 			return 0;
 		}
-		log_info(MLFS_AREA_LAYERS, "layer %zu (%s): %s; fetching it whole instead", i + 1, d->digest,
+		log_warn(MLFS_AREA_LAYERS, "layer %zu (%s): %s; fetching it whole instead", i + 1, d->digest,
 			 serr.msg[0] ? serr.msg : strerror(-r));
 	}
 	log_debug(MLFS_AREA_LAYERS, "indexing layer %zu (%s) while it downloads", i + 1, d->digest);
