@@ -60,3 +60,14 @@ void mlfs_err_clear(struct mlfs_err *err)
 		err->msg[0] = '\0';
 	}
 }
+
+const char *mlfs_printable(const char *s, char *buf, size_t len)
+{
+	size_t i = 0, n = strlen(s);
+	for (; i + 1 < len && i < n; i++)
+		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	buf[i] = '\0';
+	if (i < n && len > 4)
+		memcpy(buf + len - 4, "...", 4);
+	return buf;
+}

@@ -38,18 +38,3 @@ void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t bu
 	json_decref(root);
 }
 
-/* For messages about untrusted JSON: "must be a string, not an array". */
-const char *mlfs_json_type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a real number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "?";
-}

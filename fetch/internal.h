@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "common/json.h"
 #include "fetch/fetch.h"
 
 /* ---- http.c: the one libcurl layer ------------------------------------- */
@@ -86,8 +87,6 @@ char *mlfs_basic_auth_header(const char *user, const char *secret);
 /* Frees a NULL-terminated list of strings (manifest urls, config lists). */
 void mlfs_strv_free(char **v);
 
-/* "a string", "an array", ...: a JSON value's type, for messages. */
-const char *mlfs_json_type_name(const json_t *v);
 
 /* "manifest unknown (MANIFEST_UNKNOWN)" from {"errors":[...]}, or "" . */
 void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t buflen);

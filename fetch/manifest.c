@@ -32,18 +32,6 @@ struct where {
 	struct mlfs_err *err;
 };
 
-/* Untrusted text in a message: keep it short and free of terminal escapes. */
-static const char *printable(const char *s, char *buf, size_t len)
-{
-	size_t i = 0, n = strlen(s);
-	for (; i + 1 < len && i < n; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	buf[i] = '\0';
-	if (i < n && len > 4)
-		memcpy(buf + len - 4, "...", 4);
-	return buf;
-}
-
 static int field_err(const struct where *w, int code, const char *path, const char *key,
 		     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
@@ -250,7 +238,7 @@ static int parse_descriptor(const struct where *w, json_t *obj, const char *path
 		/* the algorithm name only, and not too much of it */
 		return field_err(w, EPROTONOSUPPORT, path, "digest",
 				 "unsupported algorithm %.*s (only sha256 is)",
-				 (int)strcspn(digest, ":"), printable(digest, buf, sizeof buf));
+				 (int)strcspn(digest, ":"), mlfs_printable(digest, buf, sizeof buf));
 	}
 	if (r < 0)
 		return field_err(w, EPROTO, path, "digest", "not a valid sha256 digest");
@@ -348,11 +336,11 @@ static int load_document(const struct where *w, const void *buf, size_t len,
 			return mlfs_err_set(w->err, EPROTO,
 					    "expected an image %s, but the body's mediaType is %s (%s)",
 					    w->what, media_kind(m),
-					    printable(body_type, tbuf, sizeof tbuf));
+					    mlfs_printable(body_type, tbuf, sizeof tbuf));
 		if (*media != MLFS_MEDIA_UNKNOWN && m != *media)
 			return mlfs_err_set(w->err, EPROTO,
 					    "malformed %s: mediaType %s disagrees with the Content-Type (%s)",
-					    w->what, printable(body_type, tbuf, sizeof tbuf),
+					    w->what, mlfs_printable(body_type, tbuf, sizeof tbuf),
 					    media_kind(*media));
 		*media = m;
 	}
@@ -465,7 +453,7 @@ int mlfs_manifest_parse(const void *buf, size_t len, enum mlfs_media media,
 	if (m->config.media != MLFS_MEDIA_OCI_CONFIG && m->config.media != MLFS_MEDIA_DOCKER_CONFIG)
 		return mlfs_err_set(err, EPROTONOSUPPORT,
 				    "not a container image: config media type %s is not an image config",
-				    printable(m->config.media_type, tbuf, sizeof tbuf));
+				    mlfs_printable(m->config.media_type, tbuf, sizeof tbuf));
 
 	size_t n = json_array_size(layers);
 	m->layers = calloc(n ? n : 1, sizeof *m->layers);
@@ -480,7 +468,7 @@ int mlfs_manifest_parse(const void *buf, size_t len, enum mlfs_media media,
 		m->n_layers++;
 		if (!mlfs_media_is_layer(m->layers[i].media))
 			return mlfs_err_set(err, EPROTONOSUPPORT, "%s: unsupported layer media type %s",
-					    path, printable(m->layers[i].media_type, tbuf, sizeof tbuf));
+					    path, mlfs_printable(m->layers[i].media_type, tbuf, sizeof tbuf));
 	}
 	*out = steal_pointer(&m);
 	return 0;

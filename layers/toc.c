@@ -58,6 +58,9 @@
 #include <sys/types.h>
 #include <jansson.h>
 
+#include "common/err.h"
+#include "common/json.h"
+
 /* What toc_parse hands out, and what it owns besides. */
 struct toc_impl {
 	struct toc pub;
@@ -93,32 +96,6 @@ static int fail(struct ctx *c, int code, const char *fmt, ...)
 #define entry_fail(c, code, i, key, fmt, ...) \
 	fail(c, code, "TOC entries[%zu].%s: " fmt, i, key, ##__VA_ARGS__)
 
-static const char *jtype(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a real number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "?";
-}
-
-/* Untrusted text in a message: short and printable. */
-static const char *printable(const char *s, char *buf, size_t len)
-{
-	size_t i = 0, n = strlen(s);
-	for (; i + 1 < len && i < n; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	buf[i] = '\0';
-	if (i < n && len > 4)
-		memcpy(buf + len - 4, "...", 4);
-	return buf;
-}
 
 /* ---- values ---- */
 
@@ -137,7 +114,7 @@ static int get_string(struct ctx *c, size_t i, json_t *o, const char *key, const
 	if (!v)
 		return 0;
 	if (!json_is_string(v))
-		return entry_fail(c, EPROTO, i, key, "must be a string, not %s", jtype(v));
+		return entry_fail(c, EPROTO, i, key, "must be a string, not %s", mlfs_json_type_name(v));
 	*s = json_string_value(v);
 	*len = json_string_length(v);
 	return 0;
@@ -150,7 +127,7 @@ static int get_uint(struct ctx *c, size_t i, json_t *o, const char *key, uint64_
 	if (!v)
 		return 0;
 	if (!json_is_integer(v))
-		return entry_fail(c, EPROTO, i, key, "must be an integer, not %s", jtype(v));
+		return entry_fail(c, EPROTO, i, key, "must be an integer, not %s", mlfs_json_type_name(v));
 	json_int_t n = json_integer_value(v);
 	if (n < 0)
 		return entry_fail(c, EPROTO, i, key, "must not be negative (%lld)", (long long)n);
@@ -195,7 +172,7 @@ static int get_digest(struct ctx *c, size_t i, json_t *o, const char *key, bool 
 	if (!digest_decode(s, len, out)) {
 		char buf[80];
 		return entry_fail(c, EPROTO, i, key, "not \"sha256:\" and 64 lowercase hex digits: \"%s\"",
-				  printable(s, buf, sizeof buf));
+				  mlfs_printable(s, buf, sizeof buf));
 	}
 	*has = true;
 	return 0;
@@ -389,7 +366,7 @@ static int parse_xattrs(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 	if (!obj)
 		return 0;
 	if (!json_is_object(obj))
-		return entry_fail(c, EPROTO, i, "xattrs", "must be an object, not %s", jtype(obj));
+		return entry_fail(c, EPROTO, i, "xattrs", "must be an object, not %s", mlfs_json_type_name(obj));
 	if (c->n_xattrs + json_object_size(obj) > c->cap_xattrs)
 		return fail(c, EPROTO, "TOC entries[%zu].xattrs: internal miscount", i);
 	struct toc_xattr *first = c->t->xattrs + c->n_xattrs;
@@ -412,21 +389,21 @@ static int parse_xattrs(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 			continue; /* Go's nil []byte: an empty value */
 		if (!json_is_string(v))
 			return entry_fail(c, EPROTO, i, "xattrs", "\"%s\" must be a base64 string, not %s",
-					  printable(k, buf, sizeof buf), jtype(v));
+					  mlfs_printable(k, buf, sizeof buf), mlfs_json_type_name(v));
 		size_t sl = json_string_length(v);
 		if (sl / 4 * 3 >= TOC_XATTR_VALUE_MAX + 3)
 			return entry_fail(c, EFBIG, i, "xattrs", "\"%s\": value too large (at most %d bytes)",
-					  printable(k, buf, sizeof buf), TOC_XATTR_VALUE_MAX - 1);
+					  mlfs_printable(k, buf, sizeof buf), TOC_XATTR_VALUE_MAX - 1);
 		unsigned char *dst = arena_take(c, sl / 4 * 3);
 		if (!dst)
 			return fail(c, EPROTO, "TOC entries[%zu].xattrs: internal miscount", i);
 		ssize_t n = b64_decode(json_string_value(v), sl, dst);
 		if (n < 0)
 			return entry_fail(c, EPROTO, i, "xattrs", "\"%s\": value is not valid base64",
-					  printable(k, buf, sizeof buf));
+					  mlfs_printable(k, buf, sizeof buf));
 		if (n >= TOC_XATTR_VALUE_MAX)
 			return entry_fail(c, EFBIG, i, "xattrs", "\"%s\": value too large (at most %d bytes)",
-					  printable(k, buf, sizeof buf), TOC_XATTR_VALUE_MAX - 1);
+					  mlfs_printable(k, buf, sizeof buf), TOC_XATTR_VALUE_MAX - 1);
 		c->arena_len -= sl / 4 * 3 - (size_t)n; /* give back the padding's bytes */
 		x->value = dst;
 		x->len = (size_t)n;
@@ -441,7 +418,7 @@ static int parse_xattrs(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 static int parse_entry(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 {
 	if (!json_is_object(o))
-		return fail(c, EPROTO, "TOC entries[%zu]: must be an object, not %s", i, jtype(o));
+		return fail(c, EPROTO, "TOC entries[%zu]: must be an object, not %s", i, mlfs_json_type_name(o));
 
 	const char *s;
 	size_t len;
@@ -453,7 +430,7 @@ static int parse_entry(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 	if (!v)
 		return entry_fail(c, EPROTO, i, "name", "missing");
 	if (!json_is_string(v))
-		return entry_fail(c, EPROTO, i, "name", "must be a string, not %s", jtype(v));
+		return entry_fail(c, EPROTO, i, "name", "must be a string, not %s", mlfs_json_type_name(v));
 	len = json_string_length(v);
 	if (len >= TOC_NAME_MAX)
 		return entry_fail(c, EFBIG, i, "name", "%zu bytes long (at most %d)", len, TOC_NAME_MAX - 1);
@@ -465,13 +442,13 @@ static int parse_entry(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 	if (!v)
 		return entry_fail(c, EPROTO, i, "type", "missing");
 	if (!json_is_string(v))
-		return entry_fail(c, EPROTO, i, "type", "must be a string, not %s", jtype(v));
+		return entry_fail(c, EPROTO, i, "type", "must be a string, not %s", mlfs_json_type_name(v));
 	s = json_string_value(v);
 	for (size_t k = 0; k < sizeof types / sizeof types[0] && !e->type; k++)
 		if (!strcmp(s, types[k].name))
 			e->type = types[k].type;
 	if (!e->type)
-		return entry_fail(c, EPROTO, i, "type", "unknown type \"%s\"", printable(s, buf, sizeof buf));
+		return entry_fail(c, EPROTO, i, "type", "unknown type \"%s\"", mlfs_printable(s, buf, sizeof buf));
 	if (e->type == TOC_CHUNK) {
 		const struct toc_entry *prev = i ? e - 1 : NULL;
 		if (!prev || (prev->type != TOC_REG && prev->type != TOC_CHUNK) || strcmp(prev->name, e->name))
@@ -513,7 +490,7 @@ static int parse_entry(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 	if (len) {
 		if (!parse_rfc3339(s, len, &e->mtime, &e->mtime_nsec))
 			return entry_fail(c, EPROTO, i, "modtime", "not an RFC 3339 time: \"%s\"",
-					  printable(s, buf, sizeof buf));
+					  mlfs_printable(s, buf, sizeof buf));
 		e->has_mtime = true;
 	}
 
@@ -528,7 +505,7 @@ static int parse_entry(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 	if (len) {
 		if (strcmp(s, "zeros") != 0)
 			return entry_fail(c, EPROTO, i, "chunkType", "unknown chunk type \"%s\"",
-					  printable(s, buf, sizeof buf));
+					  mlfs_printable(s, buf, sizeof buf));
 		e->zeros = true;
 	}
 
@@ -556,13 +533,13 @@ void toc_free(struct toc *t)
 static int parse_root(struct ctx *c, json_t *root)
 {
 	if (!json_is_object(root))
-		return fail(c, EPROTO, "TOC is %s, not a JSON object", jtype(root));
+		return fail(c, EPROTO, "TOC is %s, not a JSON object", mlfs_json_type_name(root));
 
 	json_t *v = json_object_get(root, "version");
 	if (!v)
 		return fail(c, EPROTO, "TOC version: missing");
 	if (!json_is_integer(v))
-		return fail(c, EPROTO, "TOC version: must be an integer, not %s", jtype(v));
+		return fail(c, EPROTO, "TOC version: must be an integer, not %s", mlfs_json_type_name(v));
 	if (json_integer_value(v) != 1)
 		return fail(c, EPROTO, "TOC version %lld is not supported (only 1)",
 			    (long long)json_integer_value(v));
@@ -570,7 +547,7 @@ static int parse_root(struct ctx *c, json_t *root)
 	v = json_object_get(root, "tarSplitDigest");
 	if (v && !json_is_null(v)) {
 		if (!json_is_string(v))
-			return fail(c, EPROTO, "TOC tarSplitDigest: must be a string, not %s", jtype(v));
+			return fail(c, EPROTO, "TOC tarSplitDigest: must be a string, not %s", mlfs_json_type_name(v));
 		if (json_string_length(v)) {
 			if (!digest_decode(json_string_value(v), json_string_length(v), c->t->pub.tarsplit_digest))
 				return fail(c, EPROTO, "TOC tarSplitDigest: not \"sha256:\" and 64 lowercase hex digits");
@@ -585,7 +562,7 @@ static int parse_root(struct ctx *c, json_t *root)
 	if (json_is_null(entries))
 		return 0;
 	if (!json_is_array(entries))
-		return fail(c, EPROTO, "TOC entries: must be an array, not %s", jtype(entries));
+		return fail(c, EPROTO, "TOC entries: must be an array, not %s", mlfs_json_type_name(entries));
 	size_t n = json_array_size(entries);
 	if (n > TOC_MAX_ENTRIES)
 		return fail(c, EFBIG, "TOC has %zu entries (at most %u)", n, TOC_MAX_ENTRIES);
