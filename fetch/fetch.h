@@ -279,6 +279,9 @@ int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, st
  * layers; -ENOENT with a message when the image was opened offline. */
 int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, size_t len, void *buf,
 			   struct mlfs_err *err);
+/* Layer i's whole blob streamed to sink, not cached (a seekable layer's
+ * fill: its chunks are what is kept); -ENOENT when offline. */
+int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink, void *priv, struct mlfs_err *err);
 /* The same, with every byte also handed to observe() (see mlfs_blob_fetch_observed). */
 int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_fn observe, void *priv,
 				   char **blob_path, struct mlfs_err *err);

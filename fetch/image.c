@@ -227,3 +227,17 @@ int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, si
 		__atomic_store_n(&img->ranges_refused, true, __ATOMIC_RELAXED);
 	return r;
 }
+
+int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink, void *priv, struct mlfs_err *err)
+{
+	if (i >= img->manifest->n_layers)
+		return mlfs_err_set(err, EINVAL, "no layer %zu", i);
+	const struct mlfs_descriptor *d = &img->manifest->layers[i];
+	if (img->offline)
+		return mlfs_err_set(err, ENOENT, "layer %zu (%s) of %s is not all in the cache and the image was "
+				    "opened offline", i + 1, d->digest, img->canonical);
+	int r = mlfs_registry_get_blob(img->reg, img->ref.path, d->digest, 0, sink, priv, err);
+	if (r < 0)
+		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
+	return r;
+}

@@ -112,6 +112,13 @@ static int ranges_read(void *priv, uint64_t off, size_t len, void *buf, struct m
 	return mlfs_image_layer_range(r->img, r->i, off, len, buf, err);
 }
 
+static int ranges_stream(void *priv, int (*sink)(void *sp, const void *buf, size_t len), void *sink_priv,
+			 struct mlfs_err *err)
+{
+	struct ranges *r = priv;
+	return mlfs_image_layer_stream(r->img, r->i, sink, sink_priv, err);
+}
+
 bool mlfs_image_layer_seekable(const struct mlfs_image *img, size_t i)
 {
 	const struct mlfs_descriptor *d = &img->manifest->layers[i];
@@ -136,7 +143,7 @@ static int open_seekable(struct mlfs_image *img, size_t i, const struct mlfs_lay
 	if (!r)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	*r = (struct ranges){ img, i };
-	struct mlfs_blob_ranges src = { ranges_read, r, free };
+	struct mlfs_blob_ranges src = { ranges_read, r, free, ranges_stream };
 	return mlfs_layer_open_seekable(o, &sd, &src, out, err);
 }
 

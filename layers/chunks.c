@@ -478,10 +478,194 @@ static void *fill_worker(void *arg)
 	}
 }
 
+/* ---- a whole-blob fill: one stream, every byte hashed ---- */
+
+struct stream_fill {
+	const struct mlfs_layer *l;
+	struct mlfs_hasher *blob;
+	uint64_t pos;                   /* blob offset of the next byte */
+	size_t next;                    /* index into order[] of the next chunk group */
+	size_t *order;                  /* chunks with data, by blob_off */
+	size_t n_order;
+	unsigned char *buf;             /* the current group's compressed bytes */
+	uint64_t group_off, group_len, have;
+	size_t group_first, group_end;  /* order[group_first..group_end) share group_off */
+	size_t *done;                   /* decoded, waiting for the sync before they count */
+	size_t n_done;
+	uint64_t unsynced;
+	int rc;
+	struct mlfs_err err;
+};
+
+static int sync_and_mark(struct stream_fill *f)
+{
+	const struct mlfs_layer *l = f->l;
+	if (!f->n_done)
+		return 0;
+	if (fdatasync(l->data_fd) < 0)
+		return mlfs_err_set(&f->err, errno, "layer %s: syncing the cache: %s", l->key, strerror(errno));
+	pthread_mutex_lock(&l->cs->lock);
+	for (size_t k = 0; k < f->n_done; k++) {
+		__atomic_store_n(&l->cs->present[f->done[k]], 1, __ATOMIC_RELEASE);
+		atomic_fetch_add(&l->cs->chunks_fetched, 1);
+	}
+	pthread_cond_broadcast(&l->cs->cond);
+	pthread_mutex_unlock(&l->cs->lock);
+	f->n_done = 0;
+	f->unsynced = 0;
+	return 0;
+}
+
+/* The group order[group_first..group_end) is buffered: decode what is
+ * still absent.  A chunk a reader fetches meanwhile is written twice with
+ * the same verified bytes, which is harmless. */
+static int finish_group(struct stream_fill *f)
+{
+	const struct mlfs_layer *l = f->l;
+	for (size_t k = f->group_first; k < f->group_end; k++) {
+		size_t c = f->order[k];
+		if (is_present(l, c))
+			continue;
+		struct mlfs_err cerr = { 0 };
+		int rc = decode_chunk(l, &l->chunks[c], f->buf, (size_t)f->group_len, &cerr);
+		if (rc < 0) {
+			log_error(MLFS_AREA_LAYERS, "%s", cerr.msg);
+			if (!f->rc) {
+				f->rc = rc;
+				f->err = cerr;
+			}
+			continue;
+		}
+		f->done[f->n_done++] = c;
+		f->unsynced += l->chunks[c].len;
+	}
+	if (f->unsynced >= FILL_BATCH * 8)
+		return sync_and_mark(f);
+	return 0;
+}
+
+static void start_group(struct stream_fill *f)
+{
+	const struct mlfs_layer *l = f->l;
+	f->group_first = f->next;
+	f->group_off = l->chunks[f->order[f->next]].blob_off;
+	f->group_len = 0;
+	f->have = 0;
+	while (f->next < f->n_order && l->chunks[f->order[f->next]].blob_off == f->group_off) {
+		uint64_t bl = l->chunks[f->order[f->next]].blob_len;
+		if (bl > f->group_len)
+			f->group_len = bl;
+		f->next++;
+	}
+	f->group_end = f->next;
+}
+
+static int stream_sink(void *priv, const void *data, size_t len)
+{
+	struct stream_fill *f = priv;
+	const unsigned char *p = data;
+	if (mlfs_hasher_update(f->blob, p, len) < 0)
+		return mlfs_err_set(&f->err, EIO, "hashing failed");
+	uint64_t end = f->pos + len;
+	while (f->pos < end) {
+		if (f->group_len == 0 && f->next < f->n_order)
+			start_group(f);
+		if (f->group_len == 0 || f->pos < f->group_off) {
+			/* Bytes before the next group (tar headers, the TOC): only hashed. */
+			uint64_t skip = f->group_len == 0 ? end - f->pos
+							   : (f->group_off < end ? f->group_off : end) - f->pos;
+			p += skip;
+			f->pos += skip;
+			continue;
+		}
+		uint64_t want = f->group_len - f->have, take = end - f->pos < want ? end - f->pos : want;
+		memcpy(f->buf + f->have, p, (size_t)take);
+		f->have += take;
+		p += take;
+		f->pos += take;
+		if (f->have == f->group_len) {
+			int rc = finish_group(f);
+			f->group_len = 0;
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+static int cmp_order(const void *a, const void *b, void *priv)
+{
+	return cmp_blob_off(a, b, priv);
+}
+
+static int fill_stream(const struct mlfs_layer *l, struct mlfs_err *err)
+{
+	struct stream_fill f = { .l = l };
+	size_t n = l->n_chunks;
+	uint64_t biggest = 0;
+	f.order = malloc((n ? n : 1) * sizeof *f.order);
+	f.done = malloc((n ? n : 1) * sizeof *f.done);
+	for (size_t c = 0; f.order && c < n; c++) {
+		if (l->chunks[c].blob_len) {
+			f.order[f.n_order++] = c;
+			if (l->chunks[c].blob_len > biggest)
+				biggest = l->chunks[c].blob_len;
+		}
+	}
+	f.buf = malloc(biggest ? (size_t)biggest : 1);
+	int rc = 0;
+	if (!f.order || !f.done || !f.buf || mlfs_hasher_new(&f.blob) < 0)
+		rc = mlfs_err_set(err, ENOMEM, "out of memory");
+	if (rc == 0) {
+		qsort_r(f.order, f.n_order, sizeof *f.order, cmp_order, l->chunks);
+		rc = l->cs->src.stream(l->cs->src.priv, stream_sink, &f, err);
+		atomic_fetch_add(&l->cs->requests, 1);
+		atomic_fetch_add(&l->cs->bytes_fetched, f.pos);
+		if (rc < 0 && f.err.msg[0] && err)
+			*err = f.err;
+	}
+	int r2 = sync_and_mark(&f);
+	if (rc == 0 && r2 < 0) {
+		rc = r2;
+		if (err)
+			*err = f.err;
+	}
+	if (rc == 0 && f.rc < 0) {
+		rc = f.rc;
+		if (err)
+			*err = f.err;
+	}
+	char got[MLFS_DIGEST_MAX];
+	if (rc == 0 && mlfs_hasher_final(f.blob, got) == 0 && strcmp(got, l->key))
+		rc = mlfs_err_set(err, EBADMSG, "layer %s: the whole blob hashes to %s (its chunks verified one "
+				  "by one; the registry's copy is damaged elsewhere)", l->key, got);
+	else if (rc == 0)
+		log_debug(MLFS_AREA_LAYERS, "layer %s: filled from one stream, blob digest verified", l->key);
+	mlfs_hasher_free(f.blob);
+	free(f.order);
+	free(f.done);
+	free(f.buf);
+	return rc;
+}
+
 int mlfs_layer_fill(const struct mlfs_layer *l, bool prioritized_only, unsigned jobs, struct mlfs_err *err)
 {
 	if (!l->cs)
 		return 0;
+	if (!prioritized_only && l->cs->src.stream) {
+		/* Most of it missing: one ordered stream beats a request per
+		 * batch, and lets the blob digest be checked too. */
+		uint64_t missing = 0, total = 0;
+		for (size_t c = 0; c < l->n_chunks; c++) {
+			total += l->chunks[c].blob_len;
+			if (!is_present(l, c))
+				missing += l->chunks[c].blob_len;
+		}
+		if (missing == 0)
+			return 0;
+		if (missing * 2 > total)
+			return fill_stream(l, err);
+	}
 	/* Chunks in data order are in blob order in every writer we know; the
 	 * prioritised ones (before the landmark) come first. */
 	struct fill f = { .l = l, .limit = prioritized_only ? l->prefetch_end : UINT64_MAX };

@@ -54,6 +54,10 @@ struct mlfs_blob_ranges {
 	int (*read)(void *priv, uint64_t off, size_t len, void *buf, struct mlfs_err *err);
 	void *priv;
 	void (*release)(void *priv);
+	/* Optional: the whole blob from its first byte, every byte handed to
+	 * sink in order (a sink returning non-zero aborts with that value). */
+	int (*stream)(void *priv, int (*sink)(void *sp, const void *buf, size_t len), void *sink_priv,
+		      struct mlfs_err *err);
 };
 
 /* A layer's blob as the manifest describes it, for the seekable formats. */
@@ -123,7 +127,10 @@ bool mlfs_layer_is_seekable(const struct mlfs_layer *layer);
 int mlfs_layer_fetch(const struct mlfs_layer *layer, size_t i, uint64_t off, uint64_t len,
 		     struct mlfs_err *err);
 /* Fetches every absent chunk (or only those the image marks for prefetch),
- * with `jobs` requests in flight. */
+ * with `jobs` requests in flight.  When most of the layer is missing and
+ * the source can stream, the whole blob is read once instead, in order,
+ * and then also checked against the layer's digest (-EBADMSG when it
+ * differs; the chunks kept were each verified on their own). */
 int mlfs_layer_fill(const struct mlfs_layer *layer, bool prioritized_only, unsigned jobs, struct mlfs_err *err);
 /* True once, when reads have fetched chunks for so many distinct files that
  * filling the whole layer in the background will serve them better (a

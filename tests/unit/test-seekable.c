@@ -42,6 +42,29 @@ static int src_read(void *priv, uint64_t off, size_t len, void *buf, struct mlfs
 	return 0;
 }
 
+/* The whole blob, in odd-sized pieces, as a registry GET would stream it. */
+static int src_stream(void *priv, int (*sink)(void *sp, const void *buf, size_t len), void *sink_priv,
+		      struct mlfs_err *err)
+{
+	struct blobsrc *s = priv;
+	unsigned char buf[7001];
+	s->requests++;
+	for (uint64_t off = 0;;) {
+		ssize_t n = pread(s->fd, buf, sizeof buf, (off_t)off);
+		if (n < 0)
+			return mlfs_err_set(err, EIO, "read failed");
+		if (n == 0)
+			return 0;
+		if (s->corrupt_at >= 0 && (uint64_t)s->corrupt_at >= off && (uint64_t)s->corrupt_at < off + (uint64_t)n)
+			buf[s->corrupt_at - (int64_t)off] ^= 0x40;
+		s->bytes += (uint64_t)n;
+		int r = sink(sink_priv, buf, (size_t)n);
+		if (r)
+			return r;
+		off += (uint64_t)n;
+	}
+}
+
 struct fixture {
 	const char *name;
 	char blob[4096];
@@ -85,7 +108,7 @@ static int open_seek(const struct fixture *f, const struct mlfs_seekable_desc *s
 	struct blobsrc *own = malloc(sizeof *own);
 	*own = *init;
 	own->fd = open(f->blob, O_RDONLY);
-	struct mlfs_blob_ranges src = { src_read, own, NULL };
+	struct mlfs_blob_ranges src = { src_read, own, NULL, src_stream };
 	*srcp = own;
 	return mlfs_layer_open_seekable(&o, sd, &src, out, err);
 }
@@ -272,6 +295,43 @@ static void check_fixture(const char *name, const char *tmp)
 		mlfs_layer_free(bad);
 	}
 	close_src(s4);
+
+	/* A fill of a cold layer: one stream, every chunk, the blob digest
+	 * checked; then the same with one byte wrong outside every chunk (the
+	 * last byte: the footer), which only the blob digest can see. */
+	for (int damaged = 0; damaged < 2; damaged++) {
+		char *cf = cache_dir(tmp, name, damaged ? "fill-damaged" : "fill");
+		struct blobsrc init = plain, *sf;
+		struct mlfs_layer *lf = NULL;
+		if (damaged)
+			init.corrupt_at = (int64_t)f.sd.blob_size - 1;
+		r = open_seek(&f, &f.sd, cf, &plain, &sf, &lf, &err);
+		if (r == 0) {
+			sf->corrupt_at = init.corrupt_at;
+			unsigned freqs = sf->requests;
+			struct mlfs_err ferr = { 0 };
+			int rf = mlfs_layer_fill(lf, false, 4, &ferr);
+			struct mlfs_layer_stats fs;
+			mlfs_layer_stats(lf, &fs);
+			if (!damaged)
+				tap_ok(rf == 0 && sf->requests == freqs + 1 && fs.chunks_present == fs.chunks,
+				       "%s: filled from one stream, blob digest checked (%s)", name, ferr.msg);
+			else
+				tap_ok(rf == -EBADMSG && strstr(ferr.msg, "whole blob") && fs.chunks_present == fs.chunks,
+				       "%s: a damaged blob is reported, its verified chunks kept (%s)", name, ferr.msg);
+			bytes = true;
+			for (size_t i = 0; i < mlfs_layer_count(lf); i++)
+				bytes &= same_bytes(lf, i, stream, i);
+			tap_ok(bytes && sf->requests == freqs + 1, "%s: the filled layer reads right without requests", name);
+			tap_is_int(mlfs_layer_fill(lf, false, 4, &ferr), 0, "a full layer fills at once");
+			tap_is_int(sf->requests, freqs + 1, "without a request");
+		} else {
+			tap_ok(false, "%s: opens for the fill: %s", name, err.msg);
+		}
+		mlfs_layer_free(lf);
+		close_src(sf);
+		free(cf);
+	}
 
 	/* A TOC that does not hash to the manifest's digest is refused. */
 	struct mlfs_seekable_desc wrong = f.sd;
