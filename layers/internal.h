@@ -124,6 +124,12 @@ int mlfs_layer_open_key(const char *cache_dir, const char *key, const struct mlf
 struct mlfs_layer *mlfs_layer_new(void);
 void mlfs_layer_shrink(struct mlfs_layer *l);
 
+/* ---- seekable.c ---- */
+/* The entry table and chunk table of a verified TOC's JSON; chunk data
+ * ends before data_end.  Untrusted input all the same (fuzzed). */
+int mlfs_toc_index(struct mlfs_layer *l, const char *json, size_t json_len, bool zstd, uint64_t data_end,
+		   struct mlfs_err *err);
+
 /* ---- chunks.c: a seekable layer's bytes, fetched by chunk ---- */
 /* Opens or creates the layer's present map and takes over src. */
 int mlfs_chunks_attach(struct mlfs_layer *layer, const char *cache_dir, const struct mlfs_blob_ranges *src);

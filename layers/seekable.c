@@ -416,6 +416,24 @@ static int build_index(struct mlfs_layer *l, const struct toc *toc, uint64_t toc
 	return rc;
 }
 
+int mlfs_toc_index(struct mlfs_layer *l, const char *json, size_t json_len, bool zstd, uint64_t data_end,
+		   struct mlfs_err *err)
+{
+	struct toc *toc = NULL;
+	char msg[256] = "";
+	int rc = toc_parse(json, json_len, &toc, msg, sizeof msg);
+	if (rc < 0)
+		return mlfs_err_set(err, -rc, "unusable TOC: %s", msg);
+	l->codec = zstd ? MLFS_CODEC_ZSTD : MLFS_CODEC_GZIP;
+	l->hide_format_entries = true;
+	l->prefetch_end = 0;
+	rc = build_index(l, toc, data_end, err);
+	toc_free(toc);
+	if (rc == 0)
+		mlfs_layer_shrink(l);
+	return rc;
+}
+
 static int build(const struct mlfs_layer_opts *opts, const struct mlfs_seekable_desc *d,
 		 const struct mlfs_blob_ranges *src, struct mlfs_layer *l, struct mlfs_err *err)
 {
@@ -436,20 +454,9 @@ static int build(const struct mlfs_layer_opts *opts, const struct mlfs_seekable_
 	 * eStargz, the 8-byte header of its skippable frame for zstd. */
 	if (d->zstd && toc_off < 8)
 		return mlfs_err_set(err, EBADMSG, "the TOC offset %llu is out of range", (unsigned long long)toc_off);
-	uint64_t data_end = d->zstd ? toc_off - 8 : toc_off;
-	struct toc *toc = NULL;
-	char msg[256] = "";
-	rc = toc_parse(json, json_len, &toc, msg, sizeof msg);
-	if (rc < 0)
-		return mlfs_err_set(err, -rc, "unusable TOC: %s", msg);
-	l->codec = d->zstd ? MLFS_CODEC_ZSTD : MLFS_CODEC_GZIP;
-	l->hide_format_entries = true;
-	l->prefetch_end = 0;
-	rc = build_index(l, toc, data_end, err);
-	toc_free(toc);
+	rc = mlfs_toc_index(l, json, json_len, d->zstd, d->zstd ? toc_off - 8 : toc_off, err);
 	if (rc < 0)
 		return rc;
-	mlfs_layer_shrink(l);
 	rc = mlfs_store_sparse(opts->cache_dir, d->blob_digest, l->data_size, &l->data_fd);
 	if (rc < 0)
 		return mlfs_err_set(err, -rc, "layer %s: data file in %s: %s", d->blob_digest, opts->cache_dir,

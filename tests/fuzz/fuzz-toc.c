@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers/internal.h"
 #include "layers/toc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
@@ -109,9 +110,35 @@ static void check_position(const uint8_t *d, size_t n)
 	free(s);
 }
 
+/* A TOC that parses, through the index builder: whatever it says, the
+ * chunk table that comes out tiles files inside the data file and points
+ * only before the TOC. */
+static void check_index(const uint8_t *d, size_t n)
+{
+	const uint64_t data_end = 1u << 30;
+	struct mlfs_layer *l = mlfs_layer_new();
+	if (!l)
+		return;
+	struct mlfs_err err = { 0 };
+	if (mlfs_toc_index(l, (const char *)d, n, n & 1, data_end, &err) == 0) {
+		uint64_t end = 0;
+		for (size_t c = 0; c < l->n_chunks; c++) {
+			const struct mlfs_ichunk *k = &l->chunks[c];
+			if (k->data_off < end || !k->len || k->data_off + k->len > l->data_size ||
+			    (k->blob_len && (k->blob_off > data_end || k->blob_len > data_end - k->blob_off)))
+				abort();
+			end = k->data_off + k->len;
+		}
+	} else if (!err.msg[0]) {
+		abort();
+	}
+	mlfs_layer_free(l);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 {
 	check_toc(d, n);
+	check_index(d, n);
 	check_footers(d, n);
 	check_position(d, n);
 	return 0;
