@@ -289,17 +289,34 @@ class Bench:
         self.mlfs = Mlfs(os.path.abspath(a.mlfs), os.path.join(a.work, "mlfs"))
         os.makedirs(self.mlfs.work, exist_ok=True)
         self.fig = {}       # (workload, key) -> list of samples
+        self.failures = []  # steps that could not read every file
         self.info = {}      # workload -> facts
         self.local_ref = {}  # workload -> unpacked reference tree
 
     def add(self, w, key, value):
+        if value is None:       # a failed step (see failures): no sample
+            return
         self.fig.setdefault((w, key), []).append(value)
 
-    def tar_read(self, d):
+    def tar_read(self, d, w=None, step=None):
+        """(seconds, tar stream bytes); seconds is None when tar could not read
+        every file (the failure is recorded for the report, not raised)."""
         # Exit status 1 is "file changed as we read it": an mlfs mount answers
         # the root's stat with a placeholder until the layers are loaded.
-        t, out = timed("(tar --warning=no-file-changed -cf - -C %s . || [ $? = 1 ]) | wc -c" % d)
-        return t, int(out.strip())
+        t0 = now()
+        r = subprocess.run(["bash", "-o", "pipefail", "-c",
+                            "(tar --warning=no-file-changed -cf - -C %s . || [ $? = 1 ]) | wc -c" % d],
+                           timeout=CMD_TIMEOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t = now() - t0
+        if r.returncode == 0:
+            return t, int(r.stdout.strip())
+        if w is None:
+            raise RuntimeError("tar of %s: exit %d: %s" % (d, r.returncode, r.stderr.strip()[-2000:]))
+        errs = [l for l in r.stderr.splitlines() if l.startswith("tar: ./")]
+        log("%s %s: tar could not read %d files, e.g. %s" % (w, step, len(errs), errs[:1]))
+        self.failures.append({"workload": w, "step": step, "files": len(errs), "seconds": t,
+                              "examples": errs[:3]})
+        return None, int(r.stdout.strip() or 0)
 
     def find_walk(self, d):
         t, _ = timed("find %s -printf '%%s %%m\\n' >/dev/null" % d)
@@ -329,7 +346,7 @@ class Bench:
         self.add(w, "mlfs.reqs.firstbyte", reqs["blob_gets"])
         # The layers are loaded now (and their data files in the page cache):
         # a first tar pass shows what FUSE itself costs before the kernel's caches fill.
-        self.add(w, "mlfs.tar.firstpass", self.tar_read(mnt)[0])
+        self.add(w, "mlfs.tar.firstpass", self.tar_read(mnt, w, "tar after first byte")[0])
         m.umount(mnt)
 
         # Empty cache, but mlfs and its libraries already in memory: what the
@@ -358,13 +375,13 @@ class Bench:
         drop_caches()
         mark = self.alog.mark()
         t_m = m.mount(ref, mnt, cache)
-        t_tar, nbytes = self.tar_read(mnt)
-        self.add(w, "mlfs.tar.cold", t_m + t_tar)
+        t_tar, nbytes = self.tar_read(mnt, w, "cold tar")
+        self.add(w, "mlfs.tar.cold", t_m + t_tar if t_tar is not None else None)
         reqs = self.alog.since(mark)
         self.add(w, "mlfs.bytes.full", reqs["get_bytes"])
         self.add(w, "mlfs.reqs.full", reqs["blob_gets"])
         self.info[w]["tar_stream_bytes"] = nbytes
-        self.add(w, "mlfs.tar.warm", self.tar_read(mnt)[0])
+        self.add(w, "mlfs.tar.warm", self.tar_read(mnt, w, "warm tar")[0])
         self.add(w, "mlfs.find.warm", self.find_walk(mnt))
         self.info[w]["entries"] = int(sh("find %s | wc -l" % mnt, capture=True).strip())
         pid = m.daemon_pid(mnt)
@@ -378,7 +395,7 @@ class Bench:
         # Cached layers but nothing in memory: the page cache and the
         # kernel's FUSE dentries/inodes are dropped under the live mount.
         drop_caches()
-        self.add(w, "mlfs.tar.pagecold", self.tar_read(mnt)[0])
+        self.add(w, "mlfs.tar.pagecold", self.tar_read(mnt, w, "tar, page cache dropped")[0])
         drop_caches()
         self.add(w, "mlfs.find.pagecold", self.find_walk(mnt))
         m.umount(mnt)
@@ -394,7 +411,7 @@ class Bench:
 
     def program(self, root):
         """Run PROGRAM in a chroot of root; seconds.  Checks its output."""
-        t, out = timed("env -i PATH=/usr/bin:/bin LANG=C chroot %s %s" % (root, " ".join(PROGRAM)))
+        t, out = timed("env -i PATH=/usr/bin:/bin LANG=C /usr/sbin/chroot %s %s" % (root, " ".join(PROGRAM)))
         if PROGRAM_SAYS not in out:
             raise RuntimeError("chroot %s %s printed %r" % (root, " ".join(PROGRAM), out[:200]))
         return t
@@ -417,7 +434,7 @@ class Bench:
             t_m = m.mount(ref, mnt, cache, extra)
             t_step, res = step()
             reqs = self.alog.since(mark)
-            self.add(w, "mlfs.%s.cold" % key, t_m + t_step)
+            self.add(w, "mlfs.%s.cold" % key, t_m + t_step if t_step is not None else None)
             self.add(w, "mlfs.%s.after_mount" % key, t_step)
             self.add(w, "mlfs.bytes.%s" % key, reqs["get_bytes"])
             self.add(w, "mlfs.reqs.%s" % key, reqs["blob_gets"])
@@ -432,14 +449,24 @@ class Bench:
         # A real program from the image, in a chroot.
         cold("prog", lambda: (self.program(mnt), None))
         # Whole-tree read with -o prefetch (every chunk filled in the background).
-        cold("tar.prefetch", lambda: self.tar_read(mnt), "prefetch")
+        cold("tar.prefetch", lambda: self.tar_read(mnt, w, "cold tar -o prefetch"), "prefetch")
 
         # mlfs pull: every layer into an empty cache (gzip/zstd: the blobs;
         # seekable: the TOC and every chunk, decompressed and verified).
         cache = m.new_cache()
         drop_caches()
         mark = self.alog.mark()
-        t, _ = timed("%s pull --cache %s %s" % (m.bin, cache, ref))
+        t0 = now()
+        r = subprocess.run([m.bin, "pull", "--cache", cache, ref], timeout=CMD_TIMEOUT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t = now() - t0
+        if r.returncode != 0:
+            errs = r.stderr.strip().splitlines()
+            log("%s mlfs pull failed: %s" % (w, errs[-1:]))
+            self.failures.append({"workload": w, "step": "mlfs pull", "files": 0, "seconds": t,
+                                  "examples": ["exit %d, %d error lines; last: %s"
+                                               % (r.returncode, len(errs), errs[-1] if errs else "")]})
+            t = None
         self.add(w, "mlfs.pull.cold", t)
         self.add(w, "mlfs.bytes.pull", self.alog.since(mark)["get_bytes"])
         rmtree(cache)
@@ -584,6 +611,8 @@ def fmt_value(v, unit):
         if v >= 1e3:
             return "%.1f kB" % (v / 1e3)
         return "%d B" % v
+    if unit == "n":
+        return "%d" % round(v)
     return "%.3g" % v
 
 
@@ -641,6 +670,25 @@ FIGURES = [
     ("mlfs.remount.mounted", "s", "  of which the mount command"),
     ("mlfs.remount.offline", "s", "mlfs remount -o offline + first byte"),
     ("mlfs.remount.offline.mounted", "s", "  of which the mount command"),
+    ("8. Seekable-layer steps (large images; cold: new empty cache, caches dropped, the mount included)", None, None),
+    ("mlfs.lsR.cold", "s", "mlfs mount + ls -R"),
+    ("mlfs.lsR.after_mount", "s", "  of which ls -R"),
+    ("mlfs.bytes.lsR", "B", "  registry bytes"),
+    ("mlfs.reqs.lsR", "n", "  blob requests (footers, TOCs; whole layers for gzip/zstd)"),
+    ("mlfs.prog.cold", "s", "mlfs mount + chroot " + " ".join(PROGRAM)),
+    ("mlfs.prog.after_mount", "s", "  of which the program"),
+    ("mlfs.bytes.prog", "B", "  registry bytes"),
+    ("mlfs.reqs.prog", "n", "  blob requests"),
+    ("mlfs.reqs.firstbyte", "n", "blob requests for the deep file's first byte (after the mount, section 2)"),
+    ("mlfs.reqs.full", "n", "blob requests for the whole-tree read (section 3)"),
+    ("mlfs.tar.prefetch.cold", "s", "mlfs mount -o prefetch + whole-tree read"),
+    ("mlfs.bytes.tar.prefetch", "B", "  registry bytes"),
+    ("mlfs.reqs.tar.prefetch", "n", "  blob requests"),
+    ("mlfs.pull.cold", "s", "mlfs pull (empty cache)"),
+    ("mlfs.bytes.pull", "B", "  registry bytes"),
+    ("pull.curl_bsdtar", "s", "curl | bsdtar full pull alone"),
+    ("pull.curl_bsdtar.lsR", "s", "curl | bsdtar full pull + ls -R (overlayfs of the layers)"),
+    ("pull.curl_bsdtar.prog", "s", "curl | bsdtar full pull + chroot " + " ".join(PROGRAM) + " (overlayfs)"),
 ]
 
 
@@ -666,6 +714,12 @@ METHOD = [
     "**Cache**: `du -s -B1` of the cache dir and its parts (disk blocks).",
     "**Remount**: unmount, then mount the same image on the same (warm) cache and read the deep "
     "file's first byte; again with `-o offline`.",
+    "**Large images, section 8** (each step on its own new empty cache after `drop_caches`, the mount "
+    "included): `ls -R DIR | wc -l`; `env -i PATH=/usr/bin:/bin LANG=C chroot DIR " + " ".join(PROGRAM) +
+    "` (the toolchain layer's gcc driver, dynamically linked to the base-libs layer's libc; its output "
+    "is checked); `mount -o prefetch` + the whole-tree `tar`; `mlfs pull --cache DIR REF`. "
+    "The pull baseline mounts the pulled layer directories as one read-only overlayfs and runs the "
+    "same `ls -R` and program there.",
 ]
 
 
@@ -711,12 +765,144 @@ def targets(b, w):
         out.append(("daemon RSS <= 20 MB + 200 B/entry",
                     "VmHWM %s (max of runs) for %d entries" % (fmt_value(worst, "B"), ents),
                     "<= %s" % fmt_value(lim, "B"), worst <= lim))
+    out.extend(seekable_targets(b, w))
     rm = med(b, w, "mlfs.remount")
     if rm:
         out.append(("cached remount <= 50 ms (mount + first byte of the deep file)",
                     "%s (offline: %s)" % (fmt_value(rm, "s"), fmt_value(med(b, w, "mlfs.remount.offline"), "s")),
                     "<= 50.0 ms", rm <= 0.050))
     return out
+
+
+def seekable_targets(b, w):
+    """The seekable-layer targets, for the seekable workloads."""
+    if w[len("big-"):] not in SEEKABLE:
+        return []
+    out = []
+    size = b.info[w]["compressed_bytes"]
+    prog = " ".join(PROGRAM)
+    v = med(b, w, "mlfs.bytes.lsR")
+    if v is not None:
+        out.append(("mount + `ls -R` <= 3% of the image's compressed bytes",
+                    "%s = %.2f%% of %s" % (fmt_value(v, "B"), 100 * v / size, fmt_value(size, "B")),
+                    "<= %s" % fmt_value(0.03 * size, "B"), v <= 0.03 * size))
+    v = med(b, w, "mlfs.bytes.prog")
+    if v is not None:
+        out.append(("mount + chroot `%s` <= 10%% of the compressed bytes" % prog,
+                    "%s = %.1f%% of %s" % (fmt_value(v, "B"), 100 * v / size, fmt_value(size, "B")),
+                    "<= %s" % fmt_value(0.10 * size, "B"), v <= 0.10 * size))
+    v, pull = med(b, w, "mlfs.prog.cold"), med(b, "big-gzip", "pull.curl_bsdtar")
+    if v is not None and pull:
+        out.append(("mount + chroot `%s` <= 0.2x the gzip image's full pull (curl \| bsdtar)" % prog,
+                    "%s vs pull %s = %.3fx" % (fmt_value(v, "s"), fmt_value(pull, "s"), v / pull),
+                    "<= %s" % fmt_value(0.2 * pull, "s"), v <= 0.2 * pull))
+    v, gz = med(b, w, "mlfs.tar.cold"), med(b, "big-gzip", "mlfs.tar.cold")
+    if v is not None and gz:
+        out.append(("cold whole-tree read no slower than the gzip image's (mlfs)",
+                    "%s vs gzip %s = %.2fx" % (fmt_value(v, "s"), fmt_value(gz, "s"), v / gz),
+                    "<= %s" % fmt_value(gz, "s"), v <= gz))
+    return out
+
+
+SEEKABLE_NAMES = {"big-gzip": "gzip", "big-zstd": "zstd", "big-estargz": "eStargz",
+                  "big-zstdchunked": "zstd:chunked (ctr-remote)",
+                  "big-cszstd": "zstd:chunked (containers/storage)"}
+
+
+def report_seekable(b):
+    """The side-by-side section: every large workload through mlfs, and the
+    gzip image's curl | bsdtar full pull."""
+    ws = [w for w in ("big-gzip", "big-zstd") + tuple("big-" + t for t in SEEKABLE) if w in b.workloads]
+    if not any(w[len("big-"):] in SEEKABLE for w in ws):
+        return []
+    L = []
+    meta = b.big_meta
+    prog = " ".join(PROGRAM)
+    L.append("## Seekable layers, side by side")
+    L.append("")
+    L.append("The same large image (%d layers, %s of uncompressed tar, %d entries) in every format; "
+             "medians of %d runs. Every step is cold: a new empty cache, "
+             "`drop_caches`, and the `mlfs mount` command counted in the time. A cell: time · "
+             "registry bytes (share of that image's compressed size) · blob requests."
+             % (len(meta["layers"]), fmt_value(meta["tar_bytes"], "B"), meta["entries"], b.a.runs))
+    L.append("")
+    L.append("Layout (compressed bytes per layer; the program's layers: gcc-12 is in toolchain, "
+             "the libc it loads in base-libs):")
+    L.append("")
+    L.append("| layer | tar | " + " | ".join(SEEKABLE_NAMES[w] for w in ws) + " |")
+    L.append("|---|---|" + "---|" * len(ws))
+    for i, l in enumerate(meta["layers"]):
+        cells = []
+        for w in ws:
+            sz = b.info[w]["layer_sizes"]
+            cells.append(fmt_value(sz[i], "B") if i < len(sz) else "n/a")
+        L.append("| %s | %s | %s |" % (l["name"], fmt_value(l["tar_size"], "B"), " | ".join(cells)))
+    L.append("| **total** | %s | %s |" % (fmt_value(meta["tar_bytes"], "B"), " | ".join(
+        "**%s**" % fmt_value(b.info[w]["compressed_bytes"], "B") for w in ws)))
+    L.append("")
+
+    def cell(w, tkey, bkey, rkey):
+        t = med(b, w, tkey)
+        if t is None:
+            return "n/a"
+        out = fmt_value(t, "s")
+        if bkey:
+            v = med(b, w, bkey)
+            if v is not None:
+                out += " · %s (%.1f%%)" % (fmt_value(v, "B"), 100 * v / b.info[w]["compressed_bytes"])
+        if rkey:
+            v = med(b, w, rkey)
+            if v is not None:
+                out += " · %d req" % round(v)
+        return out
+
+    pull_w = "big-gzip" if "big-gzip" in b.workloads else None
+    cols = ["`curl \| bsdtar` full pull (gzip)"] + ["mlfs, %s" % SEEKABLE_NAMES[w] for w in ws]
+    L.append("| cold | " + " | ".join(cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
+    rows = [
+        ("mount + `ls -R`", "pull.curl_bsdtar.lsR", ("mlfs.lsR.cold", "mlfs.bytes.lsR", "mlfs.reqs.lsR")),
+        ("mount + first byte of a deep file", "pull.curl_bsdtar.firstbyte",
+         ("mlfs.firstbyte.cold", "mlfs.bytes.firstbyte", "mlfs.reqs.firstbyte")),
+        ("mount + chroot `%s`" % prog, "pull.curl_bsdtar.prog", ("mlfs.prog.cold", "mlfs.bytes.prog", "mlfs.reqs.prog")),
+        ("mount + whole-tree read (`tar`)", "pull.curl_bsdtar", ("mlfs.tar.cold", "mlfs.bytes.full", "mlfs.reqs.full")),
+        ("mount `-o prefetch` + whole-tree read", None,
+         ("mlfs.tar.prefetch.cold", "mlfs.bytes.tar.prefetch", "mlfs.reqs.tar.prefetch")),
+        ("`mlfs pull`", None, ("mlfs.pull.cold", "mlfs.bytes.pull", None)),
+    ]
+    for label, pkey, (tk, bk, rk) in rows:
+        pc = "n/a"
+        if pkey and pull_w:
+            t = med(b, pull_w, pkey)
+            pc = "%s · %s" % (fmt_value(t, "s"), fmt_value(med(b, pull_w, "pull.bytes"), "B")) if t else "n/a"
+            if pkey == "pull.curl_bsdtar":
+                pc += " (the pull alone)"
+        L.append("| %s | %s | %s |" % (label, pc, " | ".join(cell(w, tk, bk, rk) for w in ws)))
+    L.append("")
+    L.append("The pull column: every layer at once as `curl blob | bsdtar -x`, then the same step on a "
+             "read-only overlayfs of the pulled layers; its whole-tree row is the pull alone. "
+             "Registry bytes are GET response bodies in docker-registry's access log (a Range GET "
+             "answers 206 with the range's bytes); blob requests count GETs of `/blobs/`, "
+             "the config's included.")
+    L.append("")
+    # Which layers the program start touched (per-blob bytes, first run).
+    L.append("Where the program start's bytes came from (first run; requests · bytes per layer):")
+    L.append("")
+    L.append("| layer | " + " | ".join(SEEKABLE_NAMES[w] for w in ws) + " |")
+    L.append("|---|" + "---|" * len(ws))
+    for i, l in enumerate(meta["layers"]):
+        cells = []
+        for w in ws:
+            runs = b.info[w].get("per_blob", {}).get("prog")
+            dg = b.info[w]["layer_digests"][i] if i < len(b.info[w]["layer_digests"]) else None
+            if not runs or not dg:
+                cells.append("n/a")
+                continue
+            c, n = runs[0].get(dg, [0, 0])
+            cells.append("%d · %s" % (c, fmt_value(n, "B")) if c else "–")
+        L.append("| %s | %s |" % (l["name"], " | ".join(cells)))
+    L.append("")
+    return L
 
 
 def machine_facts(a):
@@ -739,7 +925,8 @@ def machine_facts(a):
                                         l for l in modified.splitlines()) if modified else "")),
         ("tools", "; ".join([cmd("skopeo --version"), cmd("umoci --version"), cmd("bsdtar --version"),
                              cmd("curl --version | head -1 | cut -d' ' -f1-2"),
-                             cmd("tar --version | head -1"), cmd("docker-registry --version")])),
+                             cmd("tar --version | head -1"), cmd("docker-registry --version"),
+                             cmd("ctr-remote --version"), cmd("containerd --version | cut -d' ' -f1,3")])),
         ("libfuse", cmd("dpkg-query -W -f '${Version}' libfuse3-3")),
     ]
     return facts
@@ -790,8 +977,17 @@ def report(b, a, t_start, load_start, elapsed):
             l["name"], ", ".join(l["packages"]) or "(a release file and a whiteout)", l["entries"],
             fmt_value(l["tar_size"], "B"), fmt_value(l["gzip"]["size"], "B"), fmt_value(l["zstd"]["size"], "B")))
     L.append("")
-    L.append("Local-disk reference tree: `umoci unpack` of the workload's image (big-zstd uses "
-             "big-gzip's, the same files: umoci reads no zstd).")
+    seek = [w for w in b.workloads if w[len("big-"):] in SEEKABLE]
+    if seek:
+        L.append("- **%s**: big-gzip converted once by the real tools (`bench/convert.py`):" % " / ".join(seek))
+        L.append("")
+        for w in seek:
+            L.append("  - **%s**: %s; layers: %s" % (w, SEEKABLE_TOOL[w[len("big-"):]],
+                                                  ", ".join(b.info[w].get("layer_formats", []))))
+        L.append("")
+    L.append("Local-disk reference tree: `umoci unpack` of big-gzip for every large workload (the same "
+             "files; umoci reads no zstd). The seekable images' trees may add the converters' "
+             "marker files (`.no.prefetch.landmark`, `stargz.index.json`) unless mlfs hides them.")
     L.append("")
     L.append("## Method")
     L.append("")
@@ -808,6 +1004,19 @@ def report(b, a, t_start, load_start, elapsed):
         for name, meas, lim, ok in targets(b, w):
             L.append("| %s | %s | %s | %s | **%s** |" % (w, md(name), meas, lim, "met" if ok else "unmet"))
     L.append("")
+    L.extend(report_seekable(b))
+    if b.failures:
+        L.append("## Failures")
+        L.append("")
+        L.append("Steps that could not read every file (the step's figure has no sample from "
+                 "that run; the files as tar reported them, or mlfs pull's last error):")
+        L.append("")
+        L.append("| workload | step | files tar could not read | examples |")
+        L.append("|---|---|---|---|")
+        for f in b.failures:
+            L.append("| %s | %s | %d | %s |" % (f["workload"], f["step"], f["files"],
+                                                md("<br>".join(f["examples"]))))
+        L.append("")
     L.append("## Figures")
     L.append("")
     L.append("Each cell: min / median (n runs). Cold = empty mlfs cache and "
@@ -910,7 +1119,8 @@ def main():
     finally:
         b.mlfs.umount_all()
         with open(os.path.join(a.work, "results.json"), "w") as f:
-            json.dump({"info": b.info, "figures": {"%s %s" % k: v for k, v in b.fig.items()}}, f, indent=1)
+            json.dump({"info": b.info, "figures": {"%s %s" % k: v for k, v in b.fig.items()},
+                       "failures": b.failures}, f, indent=1)
     report(b, a, t_start, load_start, now() - t_start)
     log("wrote %s" % a.out)
 

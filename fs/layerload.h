@@ -3,10 +3,10 @@
 #include "fetch/fetch.h"
 #include "layers/layers.h"
 
-/* Layer i of img: its cached index when there is a valid one (no network),
- * else its blob (from the cache or the registry) indexed into the cache. */
 /* Whether layer i's descriptor says it is eStargz or zstd:chunked. */
 bool mlfs_image_layer_seekable(const struct mlfs_image *img, size_t i);
-/* Layer i: a seekable one is indexed from its TOC (its bytes come on
- * first read), falling back to the whole blob when that fails. */
+/* Layer i of img: its cached index when there is a valid one (no network);
+ * else, for a seekable layer, an index from its TOC (its bytes come on
+ * first read); else (or when that fails) its blob, from the cache or the
+ * registry, indexed into the cache. */
 int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **out, struct mlfs_err *err);

@@ -390,12 +390,14 @@ def clone_registry(src, workdir):
 def seekable(request, session_dir):
     """seekable_images.build_seekable_images() in a registry of its own (so
     no other test's registry is touched), built once per session.  The
-    dict it returns (see its docstring), plus: registry, client,
-    reference_dir (where reference_rootfs() unpacks) and ref(name)."""
+    dict it returns (see its docstring), plus: registry, client, blobs (an
+    empty dict tests may cache blobs in), reference_dir (where
+    reference_rootfs() unpacks) and ref(name, tag="latest")."""
     reg = _start(request, Registry(os.path.join(session_dir, "seekable")))
     images = build_seekable_images(reg, os.path.join(session_dir, "seekable-build"))
     images["registry"] = reg
     images["client"] = RegistryClient(reg.url)
+    images["blobs"] = {}   # (repo, digest) -> bytes, for tests that cache blobs they fetched
     images["reference_dir"] = os.path.join(session_dir, "seekable-ref")
     images["ref"] = lambda name, tag="latest": "%s/%s:%s" % (reg.host, name, tag)
     return images

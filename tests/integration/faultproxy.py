@@ -1,7 +1,7 @@
 """A forwarding HTTP proxy in front of a real docker-registry that can
 misbehave on purpose: answer 503 or 429 (with Retry-After), cut a blob
 download after N bytes, ignore Range (answer 200 with the whole body, as
-some registries and CDNs do), or redirect blob GETs to a "blob store" on
+some registries and CDNs do), hold requests back for a while, or redirect blob GETs to a "blob store" on
 another loopback host (as registries redirect to object storage).  Every request it
 sees is recorded with its headers, so tests can assert what mlfs sent where.
 
@@ -12,6 +12,7 @@ import http.client
 import http.server
 import re
 import threading
+import time
 import urllib.parse
 
 
@@ -90,6 +91,7 @@ class FaultProxy:
         self._redirect = None  # (regex, base_url)
         self._misrange = None  # (regex, bytes): answer Range requests from that much earlier
         self._norange = None   # regex: forward without Range, so the answer is 200 + the whole body
+        self._delays = []      # [regex, seconds, remaining]
         self._store = None     # callable(path) -> bytes|None, when acting as a blob store
         self.httpd = http.server.ThreadingHTTPServer((bind, 0), _Handler)
         self.httpd.daemon_threads = True
@@ -118,6 +120,11 @@ class FaultProxy:
         """Answer ranged GETs with bytes from `back` earlier than asked (a
         206 whose Content-Range is not the one requested)."""
         self._misrange = (re.compile(pattern), back)
+
+    def delay(self, pattern, seconds, times=1):
+        """Hold `times` matching requests back for `seconds` before serving them."""
+        with self._lock:
+            self._delays.append([re.compile(pattern), seconds, times])
 
     def ignore_range(self, pattern=r"/blobs/sha256:"):
         """Drop the Range header of matching requests before forwarding them:
@@ -150,6 +157,15 @@ class FaultProxy:
 
     def handle(self, h):
         """Serves the request itself when a fault applies; True if it did."""
+        wait = 0
+        with self._lock:
+            for d in self._delays:
+                if d[2] > 0 and d[0].search(h.path):
+                    d[2] -= 1
+                    wait = d[1]
+                    break
+        if wait:
+            time.sleep(wait)
         with self._lock:
             fault = None
             for f in self._faults:
