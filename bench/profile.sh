@@ -13,6 +13,10 @@
 #  3. the first tar pass once the layers are loaded: FUSE requests by opcode
 #     (tracepoint fuse:fuse_request_send), and the same pass with tar and the
 #     daemon pinned to one CPU (cross-CPU wakeups cost).
+# Then for big:estargz, big:zstdchunked and big:cszstd (when run.sh made them):
+#  4. cold `chroot gcc-12 --version`, cold tar, cold tar with -o prefetch:
+#     the timestamped debug log (TOCs indexed, fills) and registry requests
+#     and bytes per layer (bench/timeline.py, the access log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -130,5 +134,50 @@ with open(sys.argv[1], "w") as f:
 		umnt "$REF"
 	done
 	rm -rf "$cache"
+done
+# 4: the seekable copies (bench/convert.py), each step cold (empty cache,
+# caches dropped): a program start in a chroot, a whole-tree tar, and the
+# tar with -o prefetch.  For each: the timestamped debug log (when each TOC
+# was indexed, when fills started and ended, the mount's chunk summary) and,
+# from the registry's access log, requests and bytes per layer.
+ALOG=$REGDIR/access.log
+per_layer() { # TAG MARK: requests and bytes per layer since MARK
+	local m i d
+	m=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/big/manifests/$1")
+	tail -c +$(($2 + 1)) "$ALOG" >"$P/alog.part"
+	i=0
+	for d in $(echo "$m" | jq -r '.layers[].digest'); do
+		i=$((i + 1))
+		awk -v d="$d" -v i="$i" -v size="$(echo "$m" | jq -r --arg d "$d" '.layers[] | select(.digest == $d) | .size')" '
+			index($7, d) { n++; b += $10; if ($9 == 200) full++; else if ($9 == 206) rng++ }
+			END { printf "  layer %d (%s): %d requests (%d whole, %d Range), %d bytes = %.2fx its %d\n",
+				i, substr(d, 8, 12), n, full, rng, b, b / size, size }' "$P/alog.part"
+	done | tee -a "$P/profile.txt"
+}
+seek_step() { # TAG NAME MOUNT-OPTS CMD...
+	local tag=$1 name=$2 mo=$3 mark
+	shift 3
+	local cache=$P/cache-$tag
+	rm -rf "$cache"
+	drop
+	mark=$(stat -c %s "$ALOG")
+	$PY bench/timeline.py "$P/$name-$tag.log" "$MNT" "$@" -- \
+		"$MLFS" mount "$REG/big:$tag" "$MNT" -o "cache=$cache${mo:+,$mo},debug=fs:layers:fetch" -f || true
+	sleep 0.3
+	out "$name, big:$tag (s since the mount command started):"
+	grep -E "\[bench\]|indexed from its TOC|layers ready|filling|filled|prefetch done|chunks cached" "$P/$name-$tag.log" |
+		sed -E 's/sha256:([0-9a-f]{12})[0-9a-f]*/\1/g; s/mlfs: (debug|info): //' | tee -a "$P/profile.txt"
+	out "  blob GETs after the last layer was indexed: $(awk '/layers ready/{f=1} f && /debug: GET .*blobs/{n++} END{print n+0}' "$P/$name-$tag.log")"
+	per_layer "$tag" "$mark"
+	rm -rf "$cache"
+}
+for tag in estargz zstdchunked cszstd; do
+	curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/big/manifests/$tag" ||
+		continue
+	out ""
+	out "=== big:$tag (seekable) ==="
+	seek_step "$tag" "chroot-gcc" "" env -i PATH=/usr/bin:/bin /usr/sbin/chroot "$MNT" /usr/bin/gcc-12 --version
+	seek_step "$tag" "tar" "" bash -c "tar -cf - -C '$MNT' . | wc -c"
+	seek_step "$tag" "tar-prefetch" "prefetch" bash -c "tar -cf - -C '$MNT' . | wc -c"
 done
 say "wrote $P/profile.txt"

@@ -564,7 +564,7 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 					 req->url, req->max_body);
 			goto out;
 		}
-		bool again = attempt < h->opts.max_retries;
+		bool again = attempt < (req->max_retries > 0 ? req->max_retries : h->opts.max_retries);
 		if (cc != CURLE_OK) {
 			if (again && retryable(cc)) {
 				log_info(MLFS_AREA_FETCH, "retrying %s after: %s", req->url,

@@ -32,6 +32,7 @@ struct mlfs_http_request {
 	const char *authorization;   /* full header value; never sent to another origin */
 	const char *post_form;       /* x-www-form-urlencoded body: makes it a POST */
 	off_t range_start;           /* > 0: ask for bytes=N- (body delivered from N either way) */
+	int max_retries;             /* > 0: instead of the client's (a read waiting on it wants an answer soon) */
 	off_t range_len;             /* > 0: ask for bytes=N-(N+len-1) only; a server that ignores
 				      * the range (200) is refused with -ERANGE, not skipped through */
 	/* Body destination: a sink (streamed, resumed with Range across retries)

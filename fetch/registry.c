@@ -451,8 +451,10 @@ int mlfs_registry_get_range(struct mlfs_registry *reg, const char *path, const c
 	if (len == 0 || offset > (uint64_t)INT64_MAX - len)
 		return mlfs_err_set(err, EINVAL, "%s: bad range %llu+%zu", what, (unsigned long long)offset, len);
 	struct range_buf b = { buf, len, 0 };
+	/* A range serves a read someone waits on (and the kernel retries a
+	 * failed read at once): two retries, not the download's four. */
 	struct mlfs_http_request req = { .sink = range_write, .priv = &b, .range_start = (off_t)offset,
-					 .range_len = (off_t)len };
+					 .range_len = (off_t)len, .max_retries = 2 };
 	struct mlfs_http_response resp = { 0 };
 	int r = registry_send(reg, path, what, url_path, &req, &resp, err);
 	mlfs_http_response_clear(&resp);

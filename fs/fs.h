@@ -14,6 +14,7 @@ struct mlfs_fs {
 	bool prefetch;
 	bool no_open;       /* set once in init, before any other request */
 	bool no_opendir;
+	bool all_seekable;  /* every layer has a TOC: loading starts at init */
 	struct fuse_session *se; /* while the loop runs: waits end when it exits */
 };
 

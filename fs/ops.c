@@ -118,8 +118,9 @@ static bool resolve(fuse_req_t req, fuse_ino_t ino, bool early, struct ref *r)
 	memset(r, 0, sizeof *r);
 	r->ino = ino;
 	const struct mlfs_view *v = loader_peek(fs->loader);
-	if (!v && early && ino == FUSE_ROOT_ID) {
-		/* A placeholder: `stat DIR` must not fetch layers. */
+	if (!v && early && ino == FUSE_ROOT_ID && !fs->all_seekable) {
+		/* A placeholder: `stat DIR` must not fetch layers.  With only
+		 * TOCs to fetch (loading since mount) the real one is near. */
 		r->e = (struct mlfs_entry){ .path = "", .kind = MLFS_ENTRY_DIR, .mode = S_IFDIR | 0755 };
 		return true;
 	}
@@ -213,10 +214,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	/* With every layer seekable, loading is a few small TOC requests: do it
 	 * now, so the first listing is ready and prioritised files come early. */
-	bool seekable = true;
+	bool seekable = fs->img->manifest->n_layers > 0;
 	for (size_t i = 0; i < fs->img->manifest->n_layers; i++)
 		seekable &= mlfs_image_layer_seekable(fs->img, i);
-	if (fs->prefetch || (seekable && fs->img->manifest->n_layers > 0))
+	fs->all_seekable = seekable;
+	if (fs->prefetch || seekable)
 		loader_start(fs->loader);
 }
 

@@ -66,6 +66,7 @@ struct mlfs_chunkstate {
 	atomic_size_t last_missed_entry;
 	atomic_uint missed_files;
 	atomic_bool fill_hinted;
+	atomic_bool full_fill;          /* a whole-layer fill runs: a second one would only repeat it */
 };
 
 static bool is_present(const struct mlfs_layer *l, size_t c)
@@ -188,11 +189,11 @@ static int decode_chunk(const struct mlfs_layer *l, const struct mlfs_ichunk *c,
 			archive_read_free(a);
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	}
-	if (l->codec == MLFS_CODEC_ZSTD)
-		archive_read_support_filter_zstd(a);
-	else
-		archive_read_support_filter_gzip(a);
+	/* The filter is appended, not bid for: a chunk of a file that is
+	 * itself gzip'ed (a man page, a changelog.gz) must not be unpacked
+	 * twice. */
 	archive_read_support_format_raw(a);
+	archive_read_append_filter(a, l->codec == MLFS_CODEC_ZSTD ? ARCHIVE_FILTER_ZSTD : ARCHIVE_FILTER_GZIP);
 	int rc = 0;
 	struct archive_entry *ae;
 	uint64_t skip = c->inner_off, done = 0;
@@ -297,7 +298,8 @@ static int fetch_claimed(const struct mlfs_layer *l, const size_t *idx, size_t n
 			struct mlfs_err cerr = { 0 };
 			int r2 = decode_chunk(l, c, buf + (c->blob_off - start), (size_t)(c->blob_len), &cerr);
 			if (r2 < 0) {
-				log_error(MLFS_AREA_LAYERS, "%s", cerr.msg);
+				if (first_rc) /* the first one is the caller's to report */
+					log_error(MLFS_AREA_LAYERS, "%s", cerr.msg);
 				if (!first_rc) {
 					first_rc = r2;
 					if (err)
@@ -529,7 +531,8 @@ static int finish_group(struct stream_fill *f)
 		struct mlfs_err cerr = { 0 };
 		int rc = decode_chunk(l, &l->chunks[c], f->buf, (size_t)f->group_len, &cerr);
 		if (rc < 0) {
-			log_error(MLFS_AREA_LAYERS, "%s", cerr.msg);
+			if (f->rc)
+				log_error(MLFS_AREA_LAYERS, "%s", cerr.msg);
 			if (!f->rc) {
 				f->rc = rc;
 				f->err = cerr;
@@ -648,10 +651,22 @@ static int fill_stream(const struct mlfs_layer *l, struct mlfs_err *err)
 	return rc;
 }
 
+static int fill(const struct mlfs_layer *l, bool prioritized_only, unsigned jobs, struct mlfs_err *err);
+
 int mlfs_layer_fill(const struct mlfs_layer *l, bool prioritized_only, unsigned jobs, struct mlfs_err *err)
 {
 	if (!l->cs)
 		return 0;
+	if (!prioritized_only && atomic_exchange(&l->cs->full_fill, true))
+		return 0; /* another thread fills it all already */
+	int rc = fill(l, prioritized_only, jobs, err);
+	if (!prioritized_only)
+		atomic_store(&l->cs->full_fill, false);
+	return rc;
+}
+
+static int fill(const struct mlfs_layer *l, bool prioritized_only, unsigned jobs, struct mlfs_err *err)
+{
 	if (!prioritized_only && l->cs->src.stream) {
 		/* Most of it missing: one ordered stream beats a request per
 		 * batch, and lets the blob digest be checked too. */
