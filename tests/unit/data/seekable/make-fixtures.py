@@ -14,7 +14,8 @@ and skopeo's zstd:chunked.  For each, NAME.blob is the converted layer and
 NAME.json its descriptor (digest, size, media type, annotations); the
 unit test opens each blob both ways, from its TOC and as a stream, and
 compares.  A file of 9 MiB of zeros spans three 4 MiB eStargz chunks while
-compressing to almost nothing.
+compressing to almost nothing; etc/doc.gz starts with the gzip magic, as
+man pages and changelogs do.
 """
 import gzip, hashlib, io, json, os, subprocess, sys, tarfile, tempfile
 
@@ -47,6 +48,8 @@ def layer_tar():
         add("big", tarfile.DIRTYPE, mode=0o755)
         add("big/zeros", data=bytes(9 << 20))
         add("big/text", data=b"".join(b"line %06d\n" % i for i in range(5000)))
+        # A file that is itself gzip'ed: its chunk must be unpacked once only.
+        add("etc/doc.gz", data=gzip.compress(b"manual page\n" * 200, mtime=0))
         add("empty", data=b"")
         add("fifo", tarfile.FIFOTYPE)
     return buf.getvalue()
