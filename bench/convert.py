@@ -32,8 +32,6 @@ import urllib.request
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 CMD_TIMEOUT = 1800          # one conversion of the large image takes a minute or two
-SOCKET_TIMEOUT = 20.0
-NAMESPACE = "mlfs-bench"
 
 
 def log(msg):
@@ -60,84 +58,9 @@ def manifest_digest(reg, repo, tag):
         raise
 
 
-class Containerd:
-    """A private containerd (own root, state, socket; no CRI) for ctr-remote.
-    (The same as tests/integration/seekable_images.py's, without the test imports.)"""
-
-    DISABLED = (
-        "io.containerd.grpc.v1.cri",
-        "io.containerd.internal.v1.opt",            # would create /opt/containerd
-        "io.containerd.snapshotter.v1.btrfs",
-        "io.containerd.snapshotter.v1.zfs",
-        "io.containerd.snapshotter.v1.devmapper",
-        "io.containerd.snapshotter.v1.aufs",
-        "io.containerd.tracing.processor.v1.otlp",
-        "io.containerd.internal.v1.tracing",
-    )
-
-    def __init__(self, log_path):
-        self.log_path = log_path
-        self.dir = None
-        self.proc = None
-        self._log = None
-
-    @property
-    def address(self):
-        return os.path.join(self.dir, "c.sock")   # a unix socket path must fit 108 bytes
-
-    def start(self):
-        self.dir = tempfile.mkdtemp(prefix="mlfs-bench-ctd-", dir="/tmp")
-        cfg = os.path.join(self.dir, "config.toml")
-        with open(cfg, "w") as f:
-            f.write('version = 2\nroot = "%s"\nstate = "%s"\ndisabled_plugins = [%s]\n'
-                    '[grpc]\n  address = "%s"\n[ttrpc]\n  address = "%s.ttrpc"\n'
-                    '[debug]\n  address = ""\n[metrics]\n  address = ""\n'
-                    % (os.path.join(self.dir, "root"), os.path.join(self.dir, "state"),
-                       ", ".join('"%s"' % p for p in self.DISABLED), self.address, self.address))
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(["containerd", "--config", cfg], stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + SOCKET_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("containerd exited (%d); log: %s" % (self.proc.returncode, self.log_path))
-            if os.path.exists(self.address):
-                r = subprocess.run(["ctr-remote", "--address", self.address, "version"],
-                                   capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
-                if r.returncode == 0:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError("containerd socket did not answer in %.0f s; log: %s" % (SOCKET_TIMEOUT, self.log_path))
-
-    def stop(self):
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def ctr(self, *args):
-        return run(["ctr-remote", "--address", self.address, "--namespace", NAMESPACE] + list(args))
+# The private containerd of the test harness (stdlib only, like this script).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from seekable_images import Containerd  # noqa: E402
 
 
 CTR_FLAGS = {"estargz": ["--estargz"], "zstdchunked": ["--zstdchunked"]}
