@@ -346,24 +346,11 @@ class PrivateRegistry(Registry):
     def restart(self):
         """Stop, then serve again on the same port (bounded; fails if it cannot)."""
         self.stop()
-        self._write_config()
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [REGISTRY_BIN, "serve", self.config_path],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + self.READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self._ready():
-                return self
-            time.sleep(0.05)
-        rc = self.proc.poll()
-        self.stop()
-        raise RuntimeError("registry did not come back on port %d (exit status %r); log: %s"
-                           % (self.port, rc, self.log_path))
+        rc = self._serve()
+        if rc is not True:
+            raise RuntimeError("registry did not come back on port %d (exit status %r); log: %s"
+                               % (self.port, rc, self.log_path))
+        return self
 
     def corrupt_blob(self, digest, offset=None):
         path = self.blob_data_path(digest)

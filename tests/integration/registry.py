@@ -238,29 +238,37 @@ class Registry:
         except (urllib.error.URLError, OSError):
             return False
 
+    def _serve(self):
+        """Serve on self.port and wait (bounded) until ready; the exit status
+        (None while alive) on failure, after stopping it; True when ready."""
+        self._write_config()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", self.config_path],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if self._ready():
+                return True
+            time.sleep(0.05)
+        rc = self.proc.poll()
+        self.stop()
+        return rc
+
     def start(self):
         os.makedirs(self.storage, exist_ok=True)
         last_error = None
         for _ in range(self.START_ATTEMPTS):
             self.port = free_port()
-            self._write_config()
-            self._log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(
-                [REGISTRY_BIN, "serve", self.config_path],
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + self.READY_TIMEOUT
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                if self._ready():
-                    return self
-                time.sleep(0.05)
-            last_error = "registry did not become ready (exit status %r); log: %s" % (
-                self.proc.poll(), self.log_path,
-            )
-            self.stop()  # port race or a slow start: try another port
+            rc = self._serve()
+            if rc is True:
+                return self
+            # port race or a slow start: try another port
+            last_error = "registry did not become ready (exit status %r); log: %s" % (rc, self.log_path)
         raise RuntimeError(last_error)
 
     def stop(self):
