@@ -23,7 +23,7 @@ import helpers
 from helpers import MLFS_BIN, REPO_ROOT, Result, base_env, run_mlfs  # noqa: F401 (re-exported)
 from registry import (
     MT_DOCKER_LIST, MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER_GZIP, MT_OCI_MANIFEST,
-    REGISTRY_BIN, Registry, RegistryClient, copy_image, make_tls_certs, sha256_digest,
+    Registry, RegistryClient, copy_image, make_tls_certs, sha256_digest,
 )
 from seekable_images import build_seekable_images
 from token_issuer import TokenIssuer
