@@ -230,17 +230,50 @@ int mlfs_registry_get_range(struct mlfs_registry *reg, const char *path, const c
 char *mlfs_cache_dir_default(const char *option);
 
 /* Ensures <cache>/blobs/sha256/<hex> holds the verified blob and returns its
- * path (malloc'd).  A verified blob already there is reused; a partial
- * download resumes with Range; a mismatch leaves nothing behind (-EBADMSG). */
-int mlfs_blob_fetch(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
-		    const char *cache_dir, char **blob_path, struct mlfs_err *err);
-/* The same, and every byte of the blob, in order from the first, is also
- * handed to observe() as it arrives (bytes already cached or left by an
- * earlier partial download included), so a consumer can decompress while
- * the download runs.  observe() returning non-zero aborts the download. */
+ * path (malloc'd), with every byte of the blob, in order from the first,
+ * also handed to observe() (when given) as it arrives (bytes already cached
+ * or left by an earlier partial download included), so a consumer can
+ * decompress while the download runs.  observe() returning non-zero aborts.
+ * A blob already there is hashed again as it is used; a partial download
+ * resumes with Range; a mismatch leaves nothing behind (-EBADMSG).  Waits
+ * at most wait_s (0: 300) for another process downloading the same blob.
+ * -EAGAIN: bytes from the cache proved wrong after observe() saw them and
+ * are dropped; the caller starts its consumer over and calls again. */
 int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
-			     const char *cache_dir, mlfs_sink_fn observe, void *priv, char **blob_path,
-			     struct mlfs_err *err);
+			     const char *cache_dir, unsigned wait_s, mlfs_sink_fn observe, void *priv,
+			     char **blob_path, struct mlfs_err *err);
+
+/* ---- what the cache holds (cached.c) ------------------------------------ */
+
+/* Whether a layer's descriptor says eStargz or zstd:chunked (its bytes can
+ * be fetched by range; its cache key is then its blob digest). */
+bool mlfs_descriptor_seekable(const struct mlfs_descriptor *d);
+
+struct mlfs_cached_layer {
+	char digest[MLFS_DIGEST_MAX];
+	char diff_id[MLFS_DIGEST_MAX];  /* "" when the config is not cached */
+	int64_t size;
+	bool seekable;
+};
+
+/* One reference and platform whose manifest the cache holds. */
+struct mlfs_cached_image {
+	char *reference;                      /* "docker.io/library/alpine:3.19" or "...@sha256:..." */
+	char *ref_file;                       /* the refs/ file that records it */
+	int64_t resolved;                     /* when last resolved online (seconds) */
+	char top_digest[MLFS_DIGEST_MAX];     /* what the reference names: index or manifest */
+	char manifest_digest[MLFS_DIGEST_MAX];/* "" when not even that is cached */
+	char config_digest[MLFS_DIGEST_MAX];
+	char platform[64];                    /* "linux/arm64"; "" when unknown */
+	size_t n_layers;
+	struct mlfs_cached_layer *layers;
+};
+
+/* Every image the cache has resolved, from refs/ and meta/ only. */
+int mlfs_cached_images(const char *cache_dir, struct mlfs_cached_image **out, size_t *n);
+void mlfs_cached_images_free(struct mlfs_cached_image *v, size_t n);
+/* Removes a kept manifest, index or config. */
+int mlfs_metacache_drop(const char *cache_dir, const char *digest);
 
 /* ---- one resolved image (image.c) -------------------------------------- */
 
@@ -252,6 +285,10 @@ struct mlfs_image_opts {
 	const char *cache_dir;  /* NULL: mlfs_cache_dir_default(NULL) */
 	bool insecure;          /* plain HTTP / unverified TLS allowed for this registry */
 	bool offline;           /* resolve from the cache only: no network at all */
+	unsigned wait_s;        /* longest wait for another process's download; 0: 300 */
+	/* Cache policy, carried for the layer loader in fs/ (fetch ignores it). */
+	uint64_t cache_max;     /* evict to stay under this many bytes; 0: no cap */
+	bool keep_blobs;        /* keep compressed layer blobs once their layers are indexed */
 };
 
 struct mlfs_image {
@@ -267,6 +304,9 @@ struct mlfs_image {
 	char manifest_digest[MLFS_DIGEST_MAX];
 	struct mlfs_config *config;
 	bool offline;
+	unsigned wait_s;
+	uint64_t cache_max;
+	bool keep_blobs;
 	bool ranges_refused;                   /* the registry ignored a Range once: never ask again (atomic) */
 };
 

@@ -111,6 +111,9 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 		goto fail;
 	}
 	img->offline = opts->offline;
+	img->wait_s = opts->wait_s;
+	img->cache_max = opts->cache_max;
+	img->keep_blobs = opts->keep_blobs;
 	struct mlfs_registry_opts ropts = { .insecure = opts->insecure };
 	r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
 	if (r < 0)
@@ -201,7 +204,8 @@ int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_f
 					    "without offline", i + 1, d->digest, img->canonical, img->cache_dir);
 		/* Cached: the fetch below reads it from there, without the network. */
 	}
-	int r = mlfs_blob_fetch_observed(img->reg, img->ref.path, d, img->cache_dir, observe, priv, blob_path, err);
+	int r = mlfs_blob_fetch_observed(img->reg, img->ref.path, d, img->cache_dir, img->wait_s, observe, priv,
+					 blob_path, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;

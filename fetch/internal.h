@@ -95,6 +95,8 @@ void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t bu
 /* ---- metacache.c: manifests, indexes, configs and tags in the cache ---- */
 
 int mlfs_metacache_put(const char *cache_dir, const struct mlfs_fetched *f);
+/* <cache>/meta/sha256/<hex>, malloc'd; NULL for a bad digest. */
+char *mlfs_metacache_path(const char *cache_dir, const char *digest);
 /* Reads and re-verifies a cached small blob: -ENOENT, -EBADMSG (removed). */
 int mlfs_metacache_get(const char *cache_dir, const char *digest, enum mlfs_media media,
 		       struct mlfs_fetched *out);

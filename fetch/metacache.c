@@ -1,7 +1,8 @@
 /* Manifests, indexes and configs in the cache, so that a remount asks the
  * network only for what a tag points at now, and `offline` not even that.
  *
- * They are blobs like layers (<cache>/blobs/sha256/<hex>), written only
+ * They live apart from layer blobs, in <cache>/meta/sha256/<hex>, so that
+ * evicting layers never needs to tell a manifest from a layer; written only
  * after hashing to their digest.  Being small, they are hashed again on
  * every read: a flipped bit on disk costs a refetch, never a wrong tree.
  * What a tag pointed at when last resolved sits in
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +45,7 @@ static int write_atomic(const char *path, const void *buf, size_t len)
 	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	(void)flock(fd, LOCK_EX); /* a temp nobody holds is a crash's leftover */
 	(void)fchmod(fd, 0644);
 	const char *p = buf;
 	while (len) {
@@ -97,18 +100,23 @@ static int read_small(const char *path, size_t max, char **buf, size_t *len)
 	return 0;
 }
 
-static char *blob_path(const char *cache_dir, const char *digest)
+static char *meta_path(const char *cache_dir, const char *kind, const char *digest)
 {
 	char *p = NULL;
 	if (mlfs_digest_validate(digest) < 0 ||
-	    asprintf(&p, "%s/blobs/sha256/%s", cache_dir, digest + strlen("sha256:")) < 0)
+	    asprintf(&p, "%s/%s/sha256/%s", cache_dir, kind, digest + strlen("sha256:")) < 0)
 		return NULL;
 	return p;
 }
 
+char *mlfs_metacache_path(const char *cache_dir, const char *digest)
+{
+	return meta_path(cache_dir, "meta", digest);
+}
+
 int mlfs_metacache_put(const char *cache_dir, const struct mlfs_fetched *f)
 {
-	_cleanup_free_ char *path = blob_path(cache_dir, f->digest);
+	_cleanup_free_ char *path = meta_path(cache_dir, "meta", f->digest);
 	if (!path)
 		return -EINVAL;
 	struct stat st;
@@ -120,12 +128,19 @@ int mlfs_metacache_put(const char *cache_dir, const struct mlfs_fetched *f)
 int mlfs_metacache_get(const char *cache_dir, const char *digest, enum mlfs_media media,
 		       struct mlfs_fetched *out)
 {
-	_cleanup_free_ char *path = blob_path(cache_dir, digest);
+	_cleanup_free_ char *path = meta_path(cache_dir, "meta", digest);
 	if (!path)
 		return -EINVAL;
 	char *buf;
 	size_t len;
 	int r = read_small(path, MLFS_MANIFEST_MAX, &buf, &len);
+	if (r == -ENOENT) {
+		/* Caches written before meta/ existed kept these among the blobs. */
+		free(path);
+		if (!(path = meta_path(cache_dir, "blobs", digest)))
+			return -ENOMEM;
+		r = read_small(path, MLFS_MANIFEST_MAX, &buf, &len);
+	}
 	if (r < 0)
 		return r;
 	char got[MLFS_DIGEST_MAX];

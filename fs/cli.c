@@ -3,11 +3,17 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/log.h"
+#include "fs/units.h"
+#include "layers/layers.h"
 
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)
 {
-	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT, OPT_OFFLINE };
+	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT, OPT_OFFLINE, OPT_CACHE_MAX,
+	       OPT_KEEP_BLOBS };
 	static const struct option longopts[] = {
 		{ "platform", required_argument, NULL, OPT_PLATFORM },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
@@ -16,9 +22,14 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "output", required_argument, NULL, 'o' },
+		{ "cache-max", required_argument, NULL, OPT_CACHE_MAX },
+		{ "keep-blobs", no_argument, NULL, OPT_KEEP_BLOBS },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(out, 0, sizeof *out);
+	const char *max = getenv("MLFS_CACHE_MAX");
+	if (max && *max && cli_cache_max(max, "$MLFS_CACHE_MAX", &out->opts.cache_max) < 0)
+		return -EINVAL;
 	optind = 1;
 	opterr = 1;
 	int c;
@@ -28,6 +39,17 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		case OPT_INSECURE: out->opts.insecure = true; break;
 		case OPT_OFFLINE: out->opts.offline = true; break;
 		case OPT_CACHE: out->opts.cache_dir = optarg; break;
+		case OPT_CACHE_MAX:
+			if (!(flags & CLI_LAYERS))
+				goto usage;
+			if (cli_cache_max(optarg, "--cache-max", &out->opts.cache_max) < 0)
+				return -EINVAL;
+			break;
+		case OPT_KEEP_BLOBS:
+			if (!(flags & CLI_LAYERS))
+				goto usage;
+			out->opts.keep_blobs = true;
+			break;
 		case OPT_JSON:
 			if (!(flags & CLI_JSON))
 				goto usage;
@@ -52,9 +74,10 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 	out->ref = argv[optind];
 	return 0;
 usage:
-	fprintf(stderr, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]%s%s%s\n",
+	fprintf(stderr, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]%s%s%s%s\n",
 		argv[0], flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
-		flags & CLI_FORMAT ? " [--format tar|mtree]" : "");
+		flags & CLI_FORMAT ? " [--format tar|mtree]" : "",
+		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "");
 	return -EINVAL;
 }
 
@@ -62,4 +85,20 @@ int cli_fail(const struct mlfs_err *err)
 {
 	fprintf(stderr, "mlfs: error: %s\n", err->msg[0] ? err->msg : strerror(err->code ? err->code : EIO));
 	return 1;
+}
+
+int cli_cache_max(const char *value, const char *what, uint64_t *out)
+{
+	int r = mlfs_parse_size(value, out);
+	if (r < 0)
+		fprintf(stderr, "mlfs: error: %s=%s: give a size such as 500M, 16G or 1.5GiB\n", what, value);
+	return r;
+}
+
+void cli_cache_startup(const char *cache_option)
+{
+	char *dir = mlfs_cache_dir_default(cache_option);
+	if (dir)
+		(void)mlfs_cache_clean_temps(dir, NULL, NULL);
+	free(dir);
 }

@@ -1,6 +1,7 @@
 /* The mlfs subcommands and their shared command-line handling. */
 #pragma once
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "fetch/fetch.h"
 
@@ -17,15 +18,23 @@ enum cli_flags {
 	CLI_JSON = 1 << 0,
 	CLI_OUTPUT = 1 << 1,
 	CLI_FORMAT = 1 << 2,
+	CLI_LAYERS = 1 << 3,  /* --cache-max SIZE, --keep-blobs: commands that fill the cache */
 };
 
 /* Parses `CMD REF [--platform P] [--insecure] [--cache DIR] ...`, accepting
  * only the extra options named in `flags`.  Prints usage and returns -EINVAL
  * on a bad command line. */
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out);
+/* A cache cap (SIZE) from `what` (an option or variable name, for the
+ * error it prints): -EINVAL when malformed. */
+int cli_cache_max(const char *value, const char *what, uint64_t *out);
+/* What every command does first with the cache: removes temporary files
+ * of runs that died (kill -9, a crash, an unmount mid-load). */
+void cli_cache_startup(const char *cache_option);
 /* Prints "mlfs: error: MSG" (one line) and returns the exit status 1. */
 int cli_fail(const struct mlfs_err *err);
 
 int mlfs_cmd_inspect(int argc, char **argv);
 int mlfs_cmd_pull(int argc, char **argv);
 int mlfs_cmd_export(int argc, char **argv);
+int mlfs_cmd_cache(int argc, char **argv);

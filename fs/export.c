@@ -218,8 +218,9 @@ static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err
 int mlfs_cmd_export(int argc, char **argv)
 {
 	struct cli_image_args a;
-	if (cli_parse_image_args(argc, argv, CLI_OUTPUT | CLI_FORMAT, &a) < 0)
+	if (cli_parse_image_args(argc, argv, CLI_OUTPUT | CLI_FORMAT | CLI_LAYERS, &a) < 0)
 		return 2;
+	cli_cache_startup(a.opts.cache_dir);
 	struct mlfs_err err = { 0 };
 	struct export x = { .where = a.output ? a.output : "stdout" };
 	int r = run(&x, &a, &err);
@@ -236,6 +237,8 @@ int mlfs_cmd_export(int argc, char **argv)
 	for (size_t i = 0; x.layers && i < x.n_layers; i++)
 		mlfs_layer_free(x.layers[i]);
 	free(x.layers);
+	if (x.img)
+		mlfs_cache_enforce(x.img, 0); /* our layers are free to go now */
 	mlfs_image_free(x.img);
 	return r < 0 ? cli_fail(&err) : 0;
 }

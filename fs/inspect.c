@@ -110,6 +110,7 @@ int mlfs_cmd_inspect(int argc, char **argv)
 	struct cli_image_args a;
 	if (cli_parse_image_args(argc, argv, CLI_JSON, &a) < 0)
 		return 2;
+	cli_cache_startup(a.opts.cache_dir);
 	struct mlfs_err err = { 0 };
 	struct mlfs_image *img = NULL;
 	if (mlfs_image_open(a.ref, &a.opts, &img, &err) < 0)

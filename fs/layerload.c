@@ -8,12 +8,21 @@
  * last.  The pipe's fixed size is the back-pressure: the download never
  * runs more than a pipe's worth ahead, and no layer is held in memory.
  * Both sides verify the blob digest; the download's error, if any, is the
- * one reported, since it says why the indexer's stream ended early. */
+ * one reported, since it says why the indexer's stream ended early.
+ *
+ * The cache holds each layer once: the compressed blob is a means, dropped
+ * once its layer is indexed and both digests matched (unless the user keeps
+ * blobs), and one process at a time builds a given layer (the others wait
+ * on its build lock, then open what it built).  With a cap, the cache is
+ * made to fit before a layer is added (reserving its blob's size) and after
+ * (mlfs_cache_enforce()). */
 #include "fs/layerload.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -96,8 +105,35 @@ static int fetch_and_index(struct mlfs_image *img, size_t i, const struct mlfs_l
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 		return x.r;
 	}
+	/* Indexed and both digests matched: the data file is the layer now. */
+	if (!img->keep_blobs && path && unlink(path) == 0)
+		log_debug(MLFS_AREA_LAYERS, "layer %zu: blob %s dropped, its layer is indexed", i + 1, path);
 	*out = x.layer;
 	return 0;
+}
+
+static void report_evicted(void *priv, const struct mlfs_cache_item *it)
+{
+	(void)priv;
+	log_info(MLFS_AREA_LAYERS, "cache: evicted %s %s (%" PRIu64 " bytes, unused since %" PRId64 ")",
+		 it->kind == MLFS_CACHE_LAYER ? "layer" : it->kind == MLFS_CACHE_BLOB ? "blob" : "leftover",
+		 it->path ? it->path : it->key, it->bytes, it->last_use);
+}
+
+void mlfs_cache_enforce(struct mlfs_image *img, uint64_t reserve)
+{
+	/* One warning per process: a mount over its cap says so once, not per layer. */
+	static atomic_bool warned;
+	if (!img->cache_max)
+		return;
+	uint64_t total = 0;
+	int r = mlfs_cache_fit(img->cache_dir, img->cache_max, reserve, report_evicted, NULL, &total);
+	if (r == -ENOSPC && !atomic_exchange(&warned, true))
+		log_warn(MLFS_AREA_LAYERS, "cache %s: %" PRIu64 " bytes in use by live mounts and commands exceed "
+			 "cache-max (%" PRIu64 "): going on over the cap until they end", img->cache_dir, total,
+			 img->cache_max);
+	else if (r < 0 && r != -ENOSPC)
+		log_warn(MLFS_AREA_LAYERS, "cache %s: cannot evict: %s", img->cache_dir, strerror(-r));
 }
 
 /* A seekable layer's source of bytes: Range requests on its blob. */
@@ -121,9 +157,7 @@ static int ranges_stream(void *priv, int (*sink)(void *sp, const void *buf, size
 
 bool mlfs_image_layer_seekable(const struct mlfs_image *img, size_t i)
 {
-	const struct mlfs_descriptor *d = &img->manifest->layers[i];
-	return (d->media == MLFS_MEDIA_LAYER_GZIP && d->toc_digest) ||
-	       (d->media == MLFS_MEDIA_LAYER_ZSTD && (d->toc_digest || d->zstd_toc_checksum));
+	return mlfs_descriptor_seekable(&img->manifest->layers[i]);
 }
 
 /* The tree from the TOC alone, or -errno with err saying why not. */
@@ -170,6 +204,28 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 		log_warn(MLFS_AREA_LAYERS, "layer %zu (%s): %s; fetching it whole instead", i + 1, d->digest,
 			 serr.msg[0] ? serr.msg : strerror(-r));
 	}
+	/* One builder per layer: whoever waited here finds the layer built. */
+	const char *key = o.diff_id ? o.diff_id : o.blob_digest;
+	_cleanup_close_ int lock = -1;
+	r = mlfs_cache_lock_build(img->cache_dir, key, img->wait_s ? img->wait_s : 300, &lock);
+	if (r == -ETIMEDOUT)
+		return mlfs_err_set(err, ETIMEDOUT, "layer %zu of %s: another process has been building it for "
+				    "too long (raise timeout=)", i + 1, img->canonical);
+	if (r < 0)
+		log_warn(MLFS_AREA_LAYERS, "layer %zu: no build lock (%s): building it anyway", i + 1, strerror(-r));
+	else if ((r = mlfs_layer_open_cached(&o, out, err)) != -ENOENT)
+		return r;
+	mlfs_cache_enforce(img, (uint64_t)d->size);
 	log_debug(MLFS_AREA_LAYERS, "indexing layer %zu (%s) while it downloads", i + 1, d->digest);
-	return fetch_and_index(img, i, &o, out, err);
+	r = fetch_and_index(img, i, &o, out, err);
+	if (r == -EAGAIN) {
+		/* Cached bytes proved junk after the indexer had read them; they
+		 * are gone now: once more, from byte 0 of the registry's blob. */
+		log_warn(MLFS_AREA_LAYERS, "layer %zu: %s: indexing it again from the registry", i + 1, err->msg);
+		memset(err, 0, sizeof *err);
+		r = fetch_and_index(img, i, &o, out, err);
+	}
+	if (r == 0)
+		mlfs_cache_enforce(img, 0);
+	return r;
 }

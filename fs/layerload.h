@@ -10,3 +10,6 @@ bool mlfs_image_layer_seekable(const struct mlfs_image *img, size_t i);
  * first read); else (or when that fails) its blob, from the cache or the
  * registry, indexed into the cache. */
 int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **out, struct mlfs_err *err);
+/* With the image's cache-max, evicts what no live process uses until the
+ * cache plus `reserve` bytes fits (logs once when what is in use is over). */
+void mlfs_cache_enforce(struct mlfs_image *img, uint64_t reserve);

@@ -186,6 +186,7 @@ static void fill_layers(struct loader *l)
 	}
 	if (l->fill_all)
 		log_info(MLFS_AREA_FS, "%s: prefetch done", l->img->canonical);
+	mlfs_cache_enforce(l->img, 0); /* the chunks just fetched count against the cap */
 	pthread_mutex_lock(&l->lock);
 	l->filling = false;
 	pthread_mutex_unlock(&l->lock);
@@ -260,6 +261,7 @@ static void *fill_one(void *arg)
 	struct mlfs_err err = { 0 };
 	if (mlfs_layer_fill(a->layer, false, l->jobs, &err) < 0)
 		log_warn(MLFS_AREA_FS, "%s: filling a layer: %s", l->img->canonical, err.msg[0] ? err.msg : "failed");
+	mlfs_cache_enforce(l->img, 0);
 	pthread_mutex_lock(&l->lock);
 	l->fillers--;
 	pthread_mutex_unlock(&l->lock);
@@ -481,6 +483,8 @@ int loader_free(struct loader *l)
 		mlfs_layer_free(atomic_load(&l->layers[i]));
 		free(l->sorted[i]);
 	}
+	/* Our layers are unlocked now: a mount that went over the cap gives it back. */
+	mlfs_cache_enforce(l->img, 0);
 	free(l->layers);
 	free(l->sorted);
 	pthread_cond_destroy(&l->cond);

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <curl/curl.h>
 
 #include "common/log.h"
@@ -18,6 +19,7 @@ static const struct {
 	{ "pull", mlfs_cmd_pull, "download an image's layers into the cache" },
 	{ "export", mlfs_cmd_export, "write an image's merged root filesystem as tar or mtree" },
 	{ "mount", mlfs_cmd_mount, "mount an image read-only (as mount.mlfs REF DIR -o ...)" },
+	{ "cache", mlfs_cmd_cache, "list, measure, evict, remove and verify what the cache holds" },
 };
 
 static int usage(FILE *f)
@@ -25,7 +27,20 @@ static int usage(FILE *f)
 	fprintf(f, "usage: mlfs [--debug[=AREAS]] COMMAND REF [options]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
-	fprintf(f, "\nAREAS: all, or a comma-separated list of main, fetch, auth, layers, fs\n");
+	fprintf(f, "\n"
+		"cache commands (each takes --cache DIR):\n"
+		"  cache ls [--json]          images: reference, platform, digest, layers, bytes, last use, in use\n"
+		"  cache du [--json]          bytes on disk by kind (data, index, chunks, blobs, partial, temp, meta)\n"
+		"  cache gc [--max SIZE] [--older-than DURATION]\n"
+		"                             remove leftovers of interrupted runs, layers unused for DURATION,\n"
+		"                             then the least recently used until the cache fits in SIZE\n"
+		"  cache rm REF...            remove images' layers that no other cached image has\n"
+		"  cache verify               re-check every index, data file and blob; remove what is broken\n"
+		"\npull and export also take --cache-max SIZE (evict least recently used layers to stay\n"
+		"under SIZE) and --keep-blobs (keep compressed blobs after indexing); mounts take\n"
+		"-o cache-max=SIZE,keep-blobs.  $MLFS_CACHE_MAX sets the cap for every command.\n"
+		"SIZE: 500M, 16G, 1.5GiB (powers of 1024); DURATION: 90m, 12h, 30d, 2w.\n"
+		"\nAREAS: all, or a comma-separated list of main, fetch, auth, layers, fs\n");
 	return f == stderr ? 2 : 0;
 }
 
@@ -35,6 +50,14 @@ int main(int argc, char **argv)
 	/* Writes to a closed pipe or socket must fail with EPIPE, not kill us
 	 * (layer streaming, `export | head`). */
 	signal(SIGPIPE, SIG_IGN);
+	/* Every open layer holds its data file open (and locked against
+	 * eviction): an image of thousands of layers needs more than the
+	 * usual soft limit of 1024 descriptors. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	const char *base = strrchr(argv[0], '/');
 	base = base ? base + 1 : argv[0];
 	if (!strcmp(base, "mount.mlfs"))

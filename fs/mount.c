@@ -114,7 +114,10 @@ int mlfs_cmd_mount(int argc, char **argv)
 
 	struct mlfs_fs fs = { .prefetch = o.prefetch };
 	struct mlfs_image_opts io = { .platform = o.platform, .cache_dir = o.cache_dir,
-				      .insecure = o.insecure, .offline = o.offline };
+				      .insecure = o.insecure, .offline = o.offline, .wait_s = o.timeout_s,
+				      .cache_max = o.cache_max, .keep_blobs = o.keep_blobs };
+	if (r == 0)
+		cli_cache_startup(o.cache_dir);
 	if (r == 0)
 		r = mlfs_image_open(o.ref, &io, &fs.img, &err);
 	if (r == 0 && (r = loader_new(fs.img, o.jobs, o.timeout_s, o.prefetch, &fs.loader)) < 0)

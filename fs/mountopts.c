@@ -1,5 +1,7 @@
 #include "fs/mountopts.h"
 
+#include "fs/units.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,11 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 			return mlfs_err_set(err, EINVAL, "timeout=%s: give seconds, from 1 to 86400", v);
 		return 0;
 	}
+	if (KEY("cache-max") && v) {
+		if (mlfs_parse_size(v, &o->cache_max) < 0)
+			return mlfs_err_set(err, EINVAL, "cache-max=%s: give a size such as 500M, 16G or 1.5GiB", v);
+		return 0;
+	}
 	if (KEY("debug")) {
 		o->debug = true;
 		return v ? set_string(&o->debug_areas, v) : 0;
@@ -63,6 +70,8 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		o->offline = true;
 	else if (KEY("prefetch"))
 		o->prefetch = true;
+	else if (KEY("keep-blobs"))
+		o->keep_blobs = true;
 	else if (KEY("allow_other"))
 		o->allow_other = true;
 	else if (KEY("suid"))
@@ -101,6 +110,9 @@ int mount_opts_parse(int argc, char **argv, struct mount_opts *o, struct mlfs_er
 	o->jobs = MOUNT_DEFAULT_JOBS;
 	o->timeout_s = MOUNT_DEFAULT_TIMEOUT_S;
 	int r = 0;
+	const char *max = getenv("MLFS_CACHE_MAX");
+	if (max && *max && mlfs_parse_size(max, &o->cache_max) < 0)
+		r = mlfs_err_set(err, EINVAL, "MLFS_CACHE_MAX=%s: give a size such as 500M, 16G or 1.5GiB", max);
 	for (int i = 1; i < argc && r == 0; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "-o")) {
@@ -130,7 +142,7 @@ int mount_opts_parse(int argc, char **argv, struct mount_opts *o, struct mlfs_er
 		o->foreground = true;
 	if (r == 0 && (!o->ref || !o->mountpoint))
 		r = mlfs_err_set(err, EINVAL, "usage: mount.mlfs REF DIR [-o platform=OS/ARCH[/VARIANT],cache=DIR,"
-				 "insecure,offline,prefetch,jobs=N,timeout=S,allow_other,suid,dev] [-f] [-d]");
+				 "insecure,offline,prefetch,jobs=N,timeout=S,cache-max=SIZE,keep-blobs,allow_other,suid,dev] [-f] [-d]");
 	if (r < 0)
 		mount_opts_clear(o);
 	return r;

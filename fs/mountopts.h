@@ -1,6 +1,7 @@
 /* mount.mlfs's command line, as mount(8) and fstab hand it over. */
 #pragma once
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
@@ -20,6 +21,8 @@ struct mount_opts {
 	bool foreground;
 	bool debug;
 	char *debug_areas;      /* debug=fetch,layers: implies debug */
+	uint64_t cache_max;     /* cache-max=SIZE (else $MLFS_CACHE_MAX); 0: no cap */
+	bool keep_blobs;        /* keep-blobs: compressed blobs stay after indexing */
 };
 
 #define MOUNT_DEFAULT_JOBS 4

@@ -149,6 +149,27 @@ int mlfs_chunks_attach(struct mlfs_layer *l, const char *cache_dir, const struct
 	return 0;
 }
 
+int mlfs_chunks_check_map(const struct mlfs_layer *l, const char *cache_dir)
+{
+	char header[MAP_HEADER] = MAP_MAGIC, have[MAP_HEADER];
+	int rc = table_digest(l, header + 8);
+	_cleanup_free_ char *path = mlfs_store_path(cache_dir, "chunks", l->key);
+	if (rc < 0)
+		return rc;
+	if (!path)
+		return -ENOMEM;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size != MAP_HEADER + l->n_chunks ||
+	    pread(fd, have, sizeof have, 0) != (ssize_t)sizeof have || memcmp(have, header, sizeof have))
+		return -EBADMSG;
+	return 0;
+}
+
 void mlfs_chunks_detach(struct mlfs_layer *l)
 {
 	struct mlfs_chunkstate *cs = l->cs;

@@ -109,6 +109,13 @@ int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int
 /* Writes buf into path through a synced temp file + rename. */
 int mlfs_store_write_file(const char *path, const void *buf, size_t len);
 
+/* ---- cache.c ---- */
+/* LOCK_SH on a cached file being used; -ESTALE when it was evicted (has no
+ * name any more) by the time the lock came. */
+int mlfs_cache_lock_shared(int fd);
+/* Records a use (the file's mtime). */
+void mlfs_cache_touch(int fd);
+
 /* ---- index.c: the entry table ---- */
 int mlfs_index_build(struct mlfs_layer *layer, struct mlfs_tar_reader *r, struct mlfs_store *s);
 /* One entry (refused ones are logged and skipped: check n_ents).  A regular
@@ -134,6 +141,9 @@ int mlfs_toc_index(struct mlfs_layer *l, const char *json, size_t json_len, bool
 /* Opens or creates the layer's present map and takes over src. */
 int mlfs_chunks_attach(struct mlfs_layer *layer, const char *cache_dir, const struct mlfs_blob_ranges *src);
 void mlfs_chunks_detach(struct mlfs_layer *layer);
+/* Whether the layer's present map on disk belongs to its chunk table: 0
+ * (also when there is none yet), -EBADMSG when it does not. */
+int mlfs_chunks_check_map(const struct mlfs_layer *layer, const char *cache_dir);
 /* Makes data file bytes [off, off+len) present, fetching what is missing:
  * the number of chunks this call fetched, or -errno. */
 int mlfs_chunks_ensure(const struct mlfs_layer *layer, uint64_t off, uint64_t len, struct mlfs_err *err);

@@ -33,8 +33,11 @@ void mlfs_layer_free(struct mlfs_layer *l)
 	mlfs_chunks_detach(l);
 	free(l->chunks);
 	mlfs_index_clear(l);
-	if (l->data_fd >= 0)
+	if (l->data_fd >= 0) {
+		if (l->key[0])
+			mlfs_cache_touch(l->data_fd); /* last use: the end of this use */
 		close(l->data_fd);
+	}
 	free(l);
 }
 
@@ -99,9 +102,16 @@ int mlfs_layer_open_key(const char *cache_dir, const char *key, const struct mlf
 		return -ENOENT;
 	if (rc == 0) {
 		l->data_fd = open(data_path, (src ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (l->data_fd < 0 && errno != ENOENT) {
+			/* EMFILE, EACCES, ...: says nothing about the index, which stays. */
+			return mlfs_err_set(err, errno, "layer %s: cannot open its cached data %s: %s", key,
+					    data_path, strerror(errno));
+		}
+		rc = l->data_fd < 0 ? -EBADMSG : mlfs_cache_lock_shared(l->data_fd);
+		if (rc == -ESTALE)
+			return -ENOENT; /* evicted while we opened it: build it again */
 		struct stat st;
-		if (l->data_fd < 0 || fstat(l->data_fd, &st) < 0 ||
-		    (uint64_t)st.st_size != l->data_size)
+		if (rc == 0 && (fstat(l->data_fd, &st) < 0 || (uint64_t)st.st_size != l->data_size))
 			rc = -EBADMSG;
 	}
 	if (rc == 0 && src) {
@@ -110,12 +120,17 @@ int mlfs_layer_open_key(const char *cache_dir, const char *key, const struct mlf
 			return mlfs_err_set(err, rc == -ENOENT ? EIO : -rc, "layer %s: chunk map: %s", key,
 					    strerror(-rc));
 	}
-	if (rc < 0) {
+	if (rc == -EBADMSG) {
+		/* Proven unusable (checksum, size, no data file): only then removed. */
 		log_warn(MLFS_AREA_LAYERS, "layer %s: cached index unusable (%s), rebuilding", key,
 			 strerror(-rc));
 		unlink(index_path);
 		return -ENOENT;
 	}
+	if (rc < 0)
+		return mlfs_err_set(err, -rc, "layer %s: cannot read its cached index %s: %s", key, index_path,
+				    strerror(-rc));
+	mlfs_cache_touch(l->data_fd);
 	*out = steal_pointer(&l);
 	return 0;
 }

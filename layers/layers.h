@@ -159,6 +159,59 @@ ssize_t mlfs_layer_pread(const struct mlfs_layer *layer, size_t i, void *buf, si
 /* Memory held by the in-memory index (for measurements). */
 size_t mlfs_layer_mem_bytes(const struct mlfs_layer *layer);
 
+/* ---- the cache's life (cache.c): locks, last use, eviction, leftovers ---- */
+
+enum mlfs_cache_kind {
+	MLFS_CACHE_LAYER,   /* index + chunk map + data of one layer key */
+	MLFS_CACHE_BLOB,    /* a kept compressed layer blob */
+	MLFS_CACHE_PARTIAL, /* a blob download: running, or left by an interrupted run */
+	MLFS_CACHE_TEMP,    /* a file being written, or left by a crash */
+	MLFS_CACHE_LOCK,    /* an empty per-layer build lock */
+};
+
+struct mlfs_cache_item {
+	enum mlfs_cache_kind kind;
+	char key[MLFS_DIGEST_MAX];  /* layers and blobs: the digest; "" otherwise */
+	char *path;                 /* partials, temps, locks: the file */
+	uint64_t bytes;             /* on disk (allocated blocks) */
+	uint64_t data_bytes;        /* layers: of which the data file */
+	int64_t last_use;           /* seconds since the epoch */
+	bool has_index, has_data, has_chunks;
+};
+
+/* Bytes on disk by kind, and their sum. */
+struct mlfs_cache_usage {
+	uint64_t data, index, chunks, blobs, partial, temp, meta, other;
+	uint64_t total;
+};
+
+/* Every unit of the cache, unordered; free with mlfs_cache_items_free(). */
+int mlfs_cache_scan(const char *cache_dir, struct mlfs_cache_item **items, size_t *n,
+		    struct mlfs_cache_usage *use);
+void mlfs_cache_items_free(struct mlfs_cache_item *items, size_t n);
+/* Whether a live process holds it (probed without waiting). */
+bool mlfs_cache_in_use(const char *cache_dir, const struct mlfs_cache_item *item);
+/* Removes one unit unless a live process holds it: -EBUSY then; -ENOENT
+ * when another process removed or replaced it first. */
+int mlfs_cache_remove(const char *cache_dir, const struct mlfs_cache_item *item);
+
+typedef void (*mlfs_cache_report_fn)(void *priv, const struct mlfs_cache_item *removed);
+/* Evicts leftovers, then the least recently used layers and blobs nobody
+ * holds, until the cache plus `reserve` bytes fits in `max`.  -ENOSPC when
+ * what is in use alone is over (nothing in use is touched); *total gets
+ * the bytes left. */
+int mlfs_cache_fit(const char *cache_dir, uint64_t max, uint64_t reserve, mlfs_cache_report_fn report,
+		   void *priv, uint64_t *total);
+/* Removes the temporary files of writers that are gone (killed, crashed). */
+int mlfs_cache_clean_temps(const char *cache_dir, mlfs_cache_report_fn report, void *priv);
+/* One builder per layer across processes: an exclusive lock held while a
+ * layer is fetched and indexed; waits at most timeout_s (0: forever),
+ * -ETIMEDOUT after.  Close the fd to release. */
+int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeout_s, int *fd);
+/* Re-checks a cached layer: its index checksum, its data file's size, its
+ * chunk map's layout.  0 when sound, -EBADMSG with why (a short phrase). */
+int mlfs_cache_verify_layer(const char *cache_dir, const char *key, const char **why);
+
 /* ---- the merged tree (merge.c) ----------------------------------------- */
 
 struct mlfs_tree;

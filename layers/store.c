@@ -13,11 +13,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
 #include "layers/internal.h"
+
+/* A rename is durable only once its directory is: without this a crash
+ * right after a load could lose the just-named file (and pay a download). */
+static void fsync_dir(const char *path)
+{
+	char dir[PATH_MAX];
+	if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+		return;
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return;
+	*slash = '\0';
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
 
 struct mlfs_store {
 	int fd;
@@ -84,6 +103,9 @@ int mlfs_store_begin(const char *cache_dir, const char *key, struct mlfs_store *
 		return -ENOMEM;
 	}
 	s->fd = mkostemp(s->tmp_path, O_CLOEXEC);
+	/* Held while written: a temp file nobody holds is a crash's leftover. */
+	if (s->fd >= 0)
+		(void)flock(s->fd, LOCK_EX);
 	if (s->fd < 0) {
 		rc = -errno;
 		free(s->tmp_path);
@@ -130,6 +152,10 @@ int mlfs_store_commit(struct mlfs_store *s, uint64_t size, int *fd)
 			return -errno;
 		free(s->tmp_path);
 		s->tmp_path = NULL;
+		fsync_dir(s->final_path);
+		/* From writer to user: nobody can have it yet, so this never waits. */
+		if (flock(s->fd, LOCK_SH) < 0)
+			return -errno;
 	}
 	*fd = steal_fd(&s->fd);
 	return 0;
@@ -156,6 +182,7 @@ int mlfs_store_write_file(const char *path, const void *buf, size_t len)
 	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	(void)flock(fd, LOCK_EX);
 	const char *p = buf;
 	size_t left = len;
 	int rc = 0;
@@ -176,6 +203,8 @@ int mlfs_store_write_file(const char *path, const void *buf, size_t len)
 		rc = -errno;
 	if (rc < 0)
 		unlink(tmp);
+	else
+		fsync_dir(path);
 	return rc;
 }
 
@@ -198,11 +227,17 @@ int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int
 		struct stat st;
 		bool replace = false;
 		if (fd >= 0) {
-			if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size) {
+			rc = mlfs_cache_lock_shared(fd);
+			if (rc == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size) {
+				mlfs_cache_touch(fd);
 				*out = fd;
 				return 0;
 			}
 			close(fd);
+			if (rc == -ESTALE)
+				continue; /* evicted as we came: look again */
+			if (rc < 0)
+				return rc;
 			replace = true;
 		} else if (errno != ENOENT) {
 			return -errno;
@@ -216,6 +251,8 @@ int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int
 			free(t);
 			return rc;
 		}
+		/* Shared at once: it is ours to use as soon as it has its name. */
+		(void)flock(fd, LOCK_SH);
 		if (ftruncate(fd, (off_t)size) < 0) {
 			rc = -errno;
 			goto fail;

@@ -1,0 +1,12 @@
+/* Sizes and durations on the command line and in mount options. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+/* "1073741824", "1G", "1.5GiB", "500mb", "0": bytes (powers of 1024).
+ * -EINVAL when malformed, -ERANGE beyond 2^64. */
+int mlfs_parse_size(const char *s, uint64_t *out);
+/* "90", "90s", "15m", "12h", "30d", "2w": seconds. */
+int mlfs_parse_duration(const char *s, int64_t *out);
+/* "512 B", "1.5 MiB", ... */
+void mlfs_format_size(uint64_t bytes, char *buf, size_t len);
