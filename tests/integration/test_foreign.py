@@ -68,7 +68,7 @@ def foreign(request, tmp_path_factory):
 
 def test_foreign_layer_comes_from_its_url(mlfs, mlfs_env, foreign):
     host = foreign["reg"].host
-    r = mlfs("pull", host + "/foreign:urls")  # plain HTTP: the URL is on loopback
+    r = mlfs("pull", "--keep-blobs", host + "/foreign:urls")  # plain HTTP: the URL is on loopback
     assert_ok(r)
     with open(cache_blob_path(mlfs_env, foreign["digest"]), "rb") as f:
         assert f.read() == foreign["blob"]
@@ -81,5 +81,5 @@ def test_foreign_layer_comes_from_its_url(mlfs, mlfs_env, foreign):
 def test_foreign_layer_without_url_is_a_clear_error(mlfs, foreign):
     if not foreign["nourl"]:
         pytest.skip("this registry refuses foreign layers without URLs")
-    r = mlfs("pull", "--insecure", foreign["reg"].host + "/foreign:nourl")
+    r = mlfs("pull", "--keep-blobs", "--insecure", foreign["reg"].host + "/foreign:nourl")
     assert_mlfs_error(r, "foreign layer")
