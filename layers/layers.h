@@ -9,11 +9,13 @@
  *        one read-only tree (upper wins, whiteouts, opaque dirs, hardlinks)
  *   mlfs_tree_* / mlfs_layer_pread()         lookups, metadata, file bytes
  *
- * Cache layout, next to fetch's blobs/sha256/<hex>:
+ * Cache layout, next to fetch's blobs/, meta/ and refs/:
  *   index/sha256/<hex>   the persisted entry table (layers/indexfile.c)
  *   data/sha256/<hex>    the decompressed bytes of every regular file
+ *   chunks/sha256/<hex>  a seekable layer's present map (layers/chunks.c)
  * <hex> is the diff_id when known (so a layer shared by images in another
- * compression is indexed once), else the blob digest.
+ * compression is indexed once), else the blob digest (always, for a
+ * seekable layer).  Who may remove what, and when: layers/cache.c.
  *
  * Everything returns 0 or -errno; failures a user sees also fill a struct
  * mlfs_err.  A layer and a tree are immutable once returned: any number of
