@@ -213,5 +213,5 @@ int mlfs_metacache_drop(const char *cache_dir, const char *digest)
 	_cleanup_free_ char *p = mlfs_metacache_path(cache_dir, digest);
 	if (!p)
 		return -EINVAL;
-	return unlink(p) < 0 && errno != ENOENT ? -errno : 0;
+	return unlink(p) < 0 ? -errno : 0;
 }

@@ -272,7 +272,7 @@ struct mlfs_cached_image {
 /* Every image the cache has resolved, from refs/ and meta/ only. */
 int mlfs_cached_images(const char *cache_dir, struct mlfs_cached_image **out, size_t *n);
 void mlfs_cached_images_free(struct mlfs_cached_image *v, size_t n);
-/* Removes a kept manifest, index or config. */
+/* Removes a kept manifest, index or config; -ENOENT when it is not there. */
 int mlfs_metacache_drop(const char *cache_dir, const char *digest);
 
 /* ---- one resolved image (image.c) -------------------------------------- */

@@ -9,7 +9,6 @@
 #include "fs/cli.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -490,7 +489,6 @@ static int cmd_gc(int argc, char **argv)
 	if (cache_load(&c, a.cache) < 0)
 		return 1;
 	int64_t now = (int64_t)time(NULL);
-	size_t busy = 0;
 	/* What crashed runs left, and layers half there (an eviction or a
 	 * build cut short): nothing any live process holds. */
 	for (size_t i = 0; i < c.n_items; i++) {
@@ -509,7 +507,7 @@ static int cmd_gc(int argc, char **argv)
 		if (r == 0)
 			print_removed(it, why);
 		else if (r == -EBUSY && (it->kind == MLFS_CACHE_LAYER || it->kind == MLFS_CACHE_BLOB))
-			printf("kept %s %s: in use by a live mount or command\n", kind_name(it->kind), it->key), busy++;
+			printf("kept %s %s: in use by a live mount or command\n", kind_name(it->kind), it->key);
 		else if (r != -EBUSY && r != -ENOENT)
 			printf("could not remove %s: %s\n", it->path ? it->path : it->key, strerror(-r));
 	}
@@ -545,36 +543,10 @@ static int cmd_gc(int argc, char **argv)
 	mlfs_format_size(c.use.total, size, sizeof size);
 	printf("cache %s: %s\n", c.dir, size);
 	cache_clear(&c);
-	(void)busy;
 	return status;
 }
 
 /* ---- verify -------------------------------------------------------------- */
-
-static int hash_file(const char *path, char out[MLFS_DIGEST_MAX])
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	struct mlfs_hasher *h;
-	int r = mlfs_hasher_new(&h);
-	if (r < 0)
-		return r;
-	char buf[1 << 16];
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof buf);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : mlfs_hasher_final(h, out);
-			break;
-		}
-		if ((r = mlfs_hasher_update(h, buf, (size_t)n)) < 0)
-			break;
-	}
-	mlfs_hasher_free(h);
-	return r;
-}
 
 static int cmd_verify(int argc, char **argv)
 {
@@ -595,19 +567,13 @@ static int cmd_verify(int argc, char **argv)
 				continue;
 			}
 		} else if (it->kind == MLFS_CACHE_BLOB) {
-			_cleanup_free_ char *path = NULL;
-			char got[MLFS_DIGEST_MAX];
-			if (asprintf(&path, "%s/blobs/sha256/%s", c.dir, it->key + strlen("sha256:")) < 0)
-				continue;
-			int r = hash_file(path, got);
+			int r = mlfs_cache_verify_blob(c.dir, it->key, &why);
 			if (r == -ENOENT)
 				continue;
-			if (r < 0) {
+			if (r < 0 && r != -EBADMSG) {
 				printf("could not check blob %s: %s\n", it->key, strerror(-r));
 				continue;
 			}
-			if (strcmp(got, it->key))
-				why = "its bytes do not hash to its name";
 		} else {
 			continue;
 		}

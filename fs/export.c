@@ -185,6 +185,7 @@ static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err
 	if (x->img->config->n_diff_ids != x->n_layers)
 		return mlfs_err_set(err, EPROTO, "%s: the manifest has %zu layers but the config %zu diff_ids",
 				    x->img->canonical, x->n_layers, x->img->config->n_diff_ids);
+	mlfs_image_layers_touch(x->img);
 	x->layers = calloc(x->n_layers ? x->n_layers : 1, sizeof *x->layers);
 	if (!x->layers)
 		return mlfs_err_set(err, ENOMEM, "out of memory");

@@ -120,6 +120,17 @@ static void report_evicted(void *priv, const struct mlfs_cache_item *it)
 		 it->path ? it->path : it->key, it->bytes, it->last_use);
 }
 
+void mlfs_image_layers_touch(struct mlfs_image *img)
+{
+	for (size_t i = 0; i < img->manifest->n_layers; i++) {
+		const struct mlfs_descriptor *d = &img->manifest->layers[i];
+		const char *diff_id = i < img->config->n_diff_ids ? img->config->diff_ids[i] : NULL;
+		if (diff_id && !mlfs_descriptor_seekable(d))
+			mlfs_cache_touch_key(img->cache_dir, diff_id);
+		mlfs_cache_touch_key(img->cache_dir, d->digest);
+	}
+}
+
 void mlfs_cache_enforce(struct mlfs_image *img, uint64_t reserve)
 {
 	/* One warning per process: a mount over its cap says so once, not per layer. */
@@ -206,15 +217,17 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 	}
 	/* One builder per layer: whoever waited here finds the layer built. */
 	const char *key = o.diff_id ? o.diff_id : o.blob_digest;
-	_cleanup_close_ int lock = -1;
+	int lock = -1;
 	r = mlfs_cache_lock_build(img->cache_dir, key, img->wait_s ? img->wait_s : 300, &lock);
 	if (r == -ETIMEDOUT)
 		return mlfs_err_set(err, ETIMEDOUT, "layer %zu of %s: another process has been building it for "
 				    "too long (raise timeout=)", i + 1, img->canonical);
 	if (r < 0)
 		log_warn(MLFS_AREA_LAYERS, "layer %zu: no build lock (%s): building it anyway", i + 1, strerror(-r));
-	else if ((r = mlfs_layer_open_cached(&o, out, err)) != -ENOENT)
+	else if ((r = mlfs_layer_open_cached(&o, out, err)) != -ENOENT) {
+		mlfs_cache_unlock_build(img->cache_dir, key, lock);
 		return r;
+	}
 	mlfs_cache_enforce(img, (uint64_t)d->size);
 	log_debug(MLFS_AREA_LAYERS, "indexing layer %zu (%s) while it downloads", i + 1, d->digest);
 	r = fetch_and_index(img, i, &o, out, err);
@@ -225,6 +238,7 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 		memset(err, 0, sizeof *err);
 		r = fetch_and_index(img, i, &o, out, err);
 	}
+	mlfs_cache_unlock_build(img->cache_dir, key, lock);
 	if (r == 0)
 		mlfs_cache_enforce(img, 0);
 	return r;

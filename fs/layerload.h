@@ -13,3 +13,6 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 /* With the image's cache-max, evicts what no live process uses until the
  * cache plus `reserve` bytes fits (logs once when what is in use is over). */
 void mlfs_cache_enforce(struct mlfs_image *img, uint64_t reserve);
+/* Marks the image's cached layers as used now, before any is opened: the
+ * room made for its first layer is never taken from its others. */
+void mlfs_image_layers_touch(struct mlfs_image *img);

@@ -299,6 +299,7 @@ int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, bool f
 	l->n_layers = img->manifest->n_layers;
 	l->jobs = jobs ? jobs : 1;
 	l->timeout_s = timeout_s ? timeout_s : 300;
+	mlfs_image_layers_touch(img);
 	l->layers = calloc(l->n_layers ? l->n_layers : 1, sizeof *l->layers);
 	l->sorted = calloc(l->n_layers ? l->n_layers : 1, sizeof *l->sorted);
 	if (!l->layers || !l->sorted) {

@@ -44,6 +44,8 @@ int mlfs_cmd_pull(int argc, char **argv)
 	struct mlfs_layer **layers = calloc(n ? n : 1, sizeof *layers);
 	if (!layers && r == 0)
 		r = mlfs_err_set(&err, ENOMEM, "out of memory");
+	if (r == 0)
+		mlfs_image_layers_touch(img);
 	for (size_t i = 0; r == 0 && i < n; i++)
 		r = pull_layer(img, i, &layers[i], &err);
 	for (size_t i = 0; layers && i < n; i++)

@@ -88,6 +88,13 @@ void mlfs_cache_touch(int fd)
 	(void)futimens(fd, NULL);
 }
 
+void mlfs_cache_touch_key(const char *cache_dir, const char *key)
+{
+	_cleanup_free_ char *p = mlfs_store_path(cache_dir, "data", key);
+	if (p)
+		(void)utimensat(AT_FDCWD, p, NULL, 0);
+}
+
 /* Takes an unwritten-by-anyone file: LOCK_EX without waiting on the inode
  * still named path.  The fd (caller closes) or -EBUSY / -ENOENT. */
 static int take_exclusive(int dirfd, const char *name, int flags)
@@ -428,35 +435,63 @@ int mlfs_cache_clean_temps(const char *cache_dir, mlfs_cache_report_fn report, v
 
 /* ---- the per-layer build lock ------------------------------------------- */
 
+static char *lock_path(const char *cache_dir, const char *key)
+{
+	_cleanup_free_ char *index = mlfs_store_path(cache_dir, "index", key);
+	char *path = NULL;
+	if (!index || asprintf(&path, "%s.lock", index) < 0)
+		return NULL;
+	return path;
+}
+
 int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeout_s, int *out)
 {
 	int rc = mlfs_store_mkdirs(cache_dir, "index");
 	if (rc < 0)
 		return rc;
-	_cleanup_free_ char *index = mlfs_store_path(cache_dir, "index", key), *path = NULL;
-	if (!index || asprintf(&path, "%s.lock", index) < 0)
+	_cleanup_free_ char *path = lock_path(cache_dir, key);
+	if (!path)
 		return -ENOMEM;
-	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0)
-		return -errno;
-	/* Polled, not blocking: a holder stuck on a registry that trickles
-	 * bytes must not hold us past the timeout. */
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (unsigned ms = 1;; ms = ms < 200 ? ms * 2 : 200) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			break;
-		if (errno != EWOULDBLOCK && errno != EINTR)
+	/* The holder unlinks the file when done, so only the inode still
+	 * under the name is the lock: one taken on an unlinked inode is
+	 * dropped and the name opened again. */
+	for (int tries = 0; tries < 64; tries++) {
+		_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0)
 			return -errno;
-		struct timespec now;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (timeout_s && now.tv_sec - start.tv_sec >= (time_t)timeout_s)
-			return -ETIMEDOUT;
-		struct timespec nap = { 0, (long)ms * 1000000L };
-		nanosleep(&nap, NULL);
+		/* Polled, not blocking: a holder stuck on a registry that trickles
+		 * bytes must not hold us past the timeout. */
+		for (unsigned ms = 1; flock(fd, LOCK_EX | LOCK_NB) < 0; ms = ms < 200 ? ms * 2 : 200) {
+			if (errno != EWOULDBLOCK && errno != EINTR)
+				return -errno;
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (timeout_s && now.tv_sec - start.tv_sec >= (time_t)timeout_s)
+				return -ETIMEDOUT;
+			struct timespec nap = { 0, (long)ms * 1000000L };
+			nanosleep(&nap, NULL);
+		}
+		struct stat held, named;
+		if (fstat(fd, &held) == 0 && stat(path, &named) == 0 && held.st_ino == named.st_ino &&
+		    held.st_dev == named.st_dev) {
+			*out = steal_fd(&fd);
+			return 0;
+		}
 	}
-	*out = steal_fd(&fd);
-	return 0;
+	return -EBUSY;
+}
+
+void mlfs_cache_unlock_build(const char *cache_dir, const char *key, int fd)
+{
+	if (fd < 0)
+		return;
+	/* Unlinked while still held: a lock file on disk means a crashed builder. */
+	_cleanup_free_ char *path = lock_path(cache_dir, key);
+	if (path)
+		unlink(path);
+	close(fd);
 }
 
 /* ---- verify -------------------------------------------------------------- */
@@ -498,6 +533,40 @@ int mlfs_cache_verify_layer(const char *cache_dir, const char *key, const char *
 			return rc;
 		*why = "chunk map of another layout";
 		return rc;
+	}
+	return 0;
+}
+
+int mlfs_cache_verify_blob(const char *cache_dir, const char *digest, const char **why)
+{
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s/blobs/sha256/%s", cache_dir, digest + strlen("sha256:")) < 0)
+		return -ENOMEM;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct mlfs_hasher *h;
+	int r = mlfs_hasher_new(&h);
+	if (r < 0)
+		return r;
+	char buf[1 << 16], got[MLFS_DIGEST_MAX] = "";
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : mlfs_hasher_final(h, got);
+			break;
+		}
+		if ((r = mlfs_hasher_update(h, buf, (size_t)n)) < 0)
+			break;
+	}
+	mlfs_hasher_free(h);
+	if (r < 0)
+		return r;
+	if (strcmp(got, digest)) {
+		*why = "its bytes do not hash to its name";
+		return -EBADMSG;
 	}
 	return 0;
 }

@@ -187,6 +187,10 @@ struct mlfs_cache_usage {
 	uint64_t total;
 };
 
+/* Marks a cached layer used now (if it is there): a mount marks all its
+ * layers when it starts, so making room for its first layer never evicts
+ * another of its own that it has not opened yet. */
+void mlfs_cache_touch_key(const char *cache_dir, const char *key);
 /* Every unit of the cache, unordered; free with mlfs_cache_items_free(). */
 int mlfs_cache_scan(const char *cache_dir, struct mlfs_cache_item **items, size_t *n,
 		    struct mlfs_cache_usage *use);
@@ -208,11 +212,14 @@ int mlfs_cache_fit(const char *cache_dir, uint64_t max, uint64_t reserve, mlfs_c
 int mlfs_cache_clean_temps(const char *cache_dir, mlfs_cache_report_fn report, void *priv);
 /* One builder per layer across processes: an exclusive lock held while a
  * layer is fetched and indexed; waits at most timeout_s (0: forever),
- * -ETIMEDOUT after.  Close the fd to release. */
+ * -ETIMEDOUT after.  Released (and its file removed) by _unlock_build. */
 int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeout_s, int *fd);
+void mlfs_cache_unlock_build(const char *cache_dir, const char *key, int fd);
 /* Re-checks a cached layer: its index checksum, its data file's size, its
  * chunk map's layout.  0 when sound, -EBADMSG with why (a short phrase). */
 int mlfs_cache_verify_layer(const char *cache_dir, const char *key, const char **why);
+/* Re-hashes a kept blob: 0, or -EBADMSG with why. */
+int mlfs_cache_verify_blob(const char *cache_dir, const char *digest, const char **why);
 
 /* ---- the merged tree (merge.c) ----------------------------------------- */
 
