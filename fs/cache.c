@@ -136,9 +136,13 @@ struct cache_args {
 	int first_ref;  /* argv index of the first positional argument */
 };
 
+enum { A_CACHE = 1, A_JSON = 2, A_MAX = 4, A_AGE = 8, A_REFS = 16 };
+
+#define USAGE "usage: mlfs cache ls [--json] | du [--json] | gc [--max SIZE] [--older-than DURATION] | " \
+	      "rm REF... | verify   (each with [--cache DIR])\n"
+
 static int parse_args(int argc, char **argv, unsigned allowed, struct cache_args *a)
 {
-	enum { A_CACHE = 1, A_JSON = 2, A_MAX = 4, A_AGE = 8, A_REFS = 16 };
 	static const struct option longopts[] = {
 		{ "cache", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
@@ -183,8 +187,7 @@ static int parse_args(int argc, char **argv, unsigned allowed, struct cache_args
 		goto usage;
 	return 0;
 usage:
-	fprintf(stderr, "usage: mlfs cache ls [--json] | du [--json] | gc [--max SIZE] [--older-than DURATION] | "
-		"rm REF... | verify   (each with [--cache DIR])\n");
+	fprintf(stderr, USAGE);
 	return -EINVAL;
 }
 
@@ -235,31 +238,25 @@ static const char *layer_state(const struct cache *c, const struct mlfs_cached_l
 	return "absent";
 }
 
-static int cmd_ls(int argc, char **argv)
+static int cmd_ls(struct cache *c, const struct cache_args *a, int argc, char **argv)
 {
-	struct cache_args a;
-	if (parse_args(argc, argv, 1 | 2, &a) < 0)
-		return 2;
-	struct cache c;
-	if (cache_load(&c, a.cache) < 0)
-		return 1;
-	json_t *arr = a.json ? json_array() : NULL;
-	if (!a.json && c.n_images)
+	json_t *arr = a->json ? json_array() : NULL;
+	if (!a->json && c->n_images)
 		printf("%-44s %-14s %-19s %10s  %-16s %s\n", "REFERENCE", "PLATFORM", "MANIFEST", "SIZE", "LAST USE",
 		       "IN USE");
-	for (size_t i = 0; i < c.n_images; i++) {
-		const struct mlfs_cached_image *im = &c.images[i];
+	for (size_t i = 0; i < c->n_images; i++) {
+		const struct mlfs_cached_image *im = &c->images[i];
 		struct image_use u;
-		image_use(&c, im, &u);
+		image_use(c, im, &u);
 		char size[32], when[32];
 		mlfs_format_size(u.bytes, size, sizeof size);
 		format_time(u.last_use, when, sizeof when);
-		if (!a.json) {
+		if (!a->json) {
 			printf("%-44s %-14s %-19.19s %10s  %-16s %s\n", im->reference, im->platform[0] ? im->platform : "-",
 			       im->manifest_digest[0] ? im->manifest_digest : "-", size, when, u.in_use ? "yes" : "no");
 			for (size_t j = 0; j < im->n_layers; j++) {
 				uint64_t b;
-				const char *state = layer_state(&c, &im->layers[j], &b);
+				const char *state = layer_state(c, &im->layers[j], &b);
 				mlfs_format_size(b, size, sizeof size);
 				printf("  layer %-71s %10s  %s\n", im->layers[j].digest, size, state);
 			}
@@ -268,7 +265,7 @@ static int cmd_ls(int argc, char **argv)
 		json_t *layers = json_array();
 		for (size_t j = 0; j < im->n_layers; j++) {
 			uint64_t b;
-			const char *state = layer_state(&c, &im->layers[j], &b);
+			const char *state = layer_state(c, &im->layers[j], &b);
 			json_array_append_new(layers, json_pack("{s:s, s:s, s:I, s:I, s:s, s:b}", "digest",
 							       im->layers[j].digest, "diff_id", im->layers[j].diff_id,
 							       "size", (json_int_t)im->layers[j].size, "bytes_on_disk",
@@ -283,33 +280,26 @@ static int cmd_ls(int argc, char **argv)
 						     (json_int_t)u.bytes, "last_use", (json_int_t)u.last_use, "in_use",
 						     u.in_use, "layers", layers));
 	}
-	if (a.json) {
+	if (a->json) {
 		json_dumpf(arr, stdout, JSON_INDENT(2));
 		putchar('\n');
 		json_decref(arr);
-	} else if (!c.n_images) {
-		printf("no images in %s\n", c.dir);
+	} else if (!c->n_images) {
+		printf("no images in %s\n", c->dir);
 	}
-	cache_clear(&c);
 	return 0;
 }
 
 /* ---- du ------------------------------------------------------------------ */
 
-static int cmd_du(int argc, char **argv)
+static int cmd_du(struct cache *c, const struct cache_args *a, int argc, char **argv)
 {
-	struct cache_args a;
-	if (parse_args(argc, argv, 1 | 2, &a) < 0)
-		return 2;
-	struct cache c;
-	if (cache_load(&c, a.cache) < 0)
-		return 1;
 	const struct { const char *name; uint64_t v; } rows[] = {
-		{ "data", c.use.data }, { "index", c.use.index }, { "chunks", c.use.chunks },
-		{ "blobs", c.use.blobs }, { "partial", c.use.partial }, { "temp", c.use.temp },
-		{ "meta", c.use.meta }, { "other", c.use.other }, { "total", c.use.total },
+		{ "data", c->use.data }, { "index", c->use.index }, { "chunks", c->use.chunks },
+		{ "blobs", c->use.blobs }, { "partial", c->use.partial }, { "temp", c->use.temp },
+		{ "meta", c->use.meta }, { "other", c->use.other }, { "total", c->use.total },
 	};
-	if (a.json) {
+	if (a->json) {
 		json_t *o = json_object();
 		for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
 			json_object_set_new(o, rows[i].name, json_integer((json_int_t)rows[i].v));
@@ -323,7 +313,6 @@ static int cmd_du(int argc, char **argv)
 			printf("%-8s %12s\n", rows[i].name, size);
 		}
 	}
-	cache_clear(&c);
 	return 0;
 }
 
@@ -433,38 +422,31 @@ static char *ref_key(const char *arg)
 	return s;
 }
 
-static int cmd_rm(int argc, char **argv)
+static int cmd_rm(struct cache *c, const struct cache_args *a, int argc, char **argv)
 {
-	struct cache_args a;
-	if (parse_args(argc, argv, 1 | 16, &a) < 0)
-		return 2;
-	struct cache c;
-	if (cache_load(&c, a.cache) < 0)
-		return 1;
-	bool *going = calloc(c.n_images ? c.n_images : 1, sizeof *going);
+	bool *going = calloc(c->n_images ? c->n_images : 1, sizeof *going);
 	int status = going ? 0 : 1;
-	for (int i = a.first_ref; going && i < argc; i++) {
+	for (int i = a->first_ref; going && i < argc; i++) {
 		_cleanup_free_ char *key = ref_key(argv[i]);
 		if (!key) {
 			status = 1;
 			continue;
 		}
 		bool found = false;
-		for (size_t j = 0; j < c.n_images; j++)
-			if (!strcmp(c.images[j].reference, key))
+		for (size_t j = 0; j < c->n_images; j++)
+			if (!strcmp(c->images[j].reference, key))
 				found = going[j] = true;
 		if (!found) {
-			fprintf(stderr, "mlfs: error: %s is not in the cache %s (see mlfs cache ls)\n", key, c.dir);
+			fprintf(stderr, "mlfs: error: %s is not in the cache %s (see mlfs cache ls)\n", key, c->dir);
 			status = 1;
 		}
 	}
 	if (going) {
-		if (remove_layers(&c, going))
+		if (remove_layers(c, going))
 			status = 1;
-		forget_images(&c, going);
+		forget_images(c, going);
 	}
 	free(going);
-	cache_clear(&c);
 	return status;
 }
 
@@ -472,38 +454,33 @@ static int cmd_rm(int argc, char **argv)
 
 #define META_KEEP_S (30 * 86400) /* metadata of images whose layers are all gone */
 
-static int cmd_gc(int argc, char **argv)
+static int cmd_gc(struct cache *c, const struct cache_args *args, int argc, char **argv)
 {
-	struct cache_args a;
-	if (parse_args(argc, argv, 1 | 4 | 8, &a) < 0)
-		return 2;
-	if (!a.have_max) {
+	struct cache_args a_copy = *args, *a = &a_copy;
+	if (!a->have_max) {
 		const char *env = getenv("MLFS_CACHE_MAX");
 		if (env && *env) {
-			if (cli_cache_max(env, "$MLFS_CACHE_MAX", &a.max) < 0)
+			if (cli_cache_max(env, "$MLFS_CACHE_MAX", &a->max) < 0)
 				return 2;
-			a.have_max = true;
+			a->have_max = true;
 		}
 	}
-	struct cache c;
-	if (cache_load(&c, a.cache) < 0)
-		return 1;
 	int64_t now = (int64_t)time(NULL);
 	/* What crashed runs left, and layers half there (an eviction or a
 	 * build cut short): nothing any live process holds. */
-	for (size_t i = 0; i < c.n_items; i++) {
-		struct mlfs_cache_item *it = &c.items[i];
+	for (size_t i = 0; i < c->n_items; i++) {
+		struct mlfs_cache_item *it = &c->items[i];
 		const char *why = NULL;
 		if (it->kind == MLFS_CACHE_TEMP || it->kind == MLFS_CACHE_PARTIAL || it->kind == MLFS_CACHE_LOCK)
 			why = "left by an interrupted run";
 		else if (it->kind == MLFS_CACHE_LAYER && !(it->has_index && it->has_data))
 			why = "incomplete";
-		else if (a.have_age && (it->kind == MLFS_CACHE_LAYER || it->kind == MLFS_CACHE_BLOB) &&
-			 it->last_use < now - a.older_than)
+		else if (a->have_age && (it->kind == MLFS_CACHE_LAYER || it->kind == MLFS_CACHE_BLOB) &&
+			 it->last_use < now - a->older_than)
 			why = "unused for longer than --older-than";
 		if (!why)
 			continue;
-		int r = mlfs_cache_remove(c.dir, it);
+		int r = mlfs_cache_remove(c->dir, it);
 		if (r == 0)
 			print_removed(it, why);
 		else if (r == -EBUSY && (it->kind == MLFS_CACHE_LAYER || it->kind == MLFS_CACHE_BLOB))
@@ -512,62 +489,55 @@ static int cmd_gc(int argc, char **argv)
 			printf("could not remove %s: %s\n", it->path ? it->path : it->key, strerror(-r));
 	}
 	int status = 0;
-	if (a.have_max) {
+	if (a->have_max) {
 		uint64_t total = 0;
-		int r = mlfs_cache_fit(c.dir, a.max, 0, report_removed, "least recently used", &total);
+		int r = mlfs_cache_fit(c->dir, a->max, 0, report_removed, "least recently used", &total);
 		if (r == -ENOSPC) {
 			char size[32];
 			mlfs_format_size(total, size, sizeof size);
 			printf("cache still holds %s: the rest is in use by live mounts or commands\n", size);
 		} else if (r < 0) {
-			fprintf(stderr, "mlfs: error: cannot evict from %s: %s\n", c.dir, strerror(-r));
+			fprintf(stderr, "mlfs: error: cannot evict from %s: %s\n", c->dir, strerror(-r));
 			status = 1;
 		}
 	}
 	/* Images whose every layer is gone keep their manifests a while (a
 	 * remount by tag skips the resolve round trip): until they are old. */
-	cache_clear(&c);
-	if (cache_load(&c, a.cache) < 0)
+	cache_clear(c);
+	if (cache_load(c, a->cache) < 0)
 		return 1;
-	int64_t keep = a.have_age ? a.older_than : META_KEEP_S;
-	bool *going = calloc(c.n_images ? c.n_images : 1, sizeof *going);
-	for (size_t i = 0; going && i < c.n_images; i++) {
+	int64_t keep = a->have_age ? a->older_than : META_KEEP_S;
+	bool *going = calloc(c->n_images ? c->n_images : 1, sizeof *going);
+	for (size_t i = 0; going && i < c->n_images; i++) {
 		struct image_use u;
-		image_use(&c, &c.images[i], &u);
-		going[i] = !u.cached_layers && c.images[i].resolved < now - keep;
+		image_use(c, &c->images[i], &u);
+		going[i] = !u.cached_layers && c->images[i].resolved < now - keep;
 	}
 	if (going)
-		forget_images(&c, going);
+		forget_images(c, going);
 	free(going);
 	char size[32];
-	mlfs_format_size(c.use.total, size, sizeof size);
-	printf("cache %s: %s\n", c.dir, size);
-	cache_clear(&c);
+	mlfs_format_size(c->use.total, size, sizeof size);
+	printf("cache %s: %s\n", c->dir, size);
 	return status;
 }
 
 /* ---- verify -------------------------------------------------------------- */
 
-static int cmd_verify(int argc, char **argv)
+static int cmd_verify(struct cache *c, const struct cache_args *a, int argc, char **argv)
 {
-	struct cache_args a;
-	if (parse_args(argc, argv, 1, &a) < 0)
-		return 2;
-	struct cache c;
-	if (cache_load(&c, a.cache) < 0)
-		return 1;
 	size_t good = 0, bad = 0;
-	for (size_t i = 0; i < c.n_items; i++) {
-		struct mlfs_cache_item *it = &c.items[i];
+	for (size_t i = 0; i < c->n_items; i++) {
+		struct mlfs_cache_item *it = &c->items[i];
 		const char *why = NULL;
 		if (it->kind == MLFS_CACHE_LAYER) {
-			int r = mlfs_cache_verify_layer(c.dir, it->key, &why);
+			int r = mlfs_cache_verify_layer(c->dir, it->key, &why);
 			if (r < 0 && r != -EBADMSG) {
 				printf("could not check layer %s: %s\n", it->key, strerror(-r));
 				continue;
 			}
 		} else if (it->kind == MLFS_CACHE_BLOB) {
-			int r = mlfs_cache_verify_blob(c.dir, it->key, &why);
+			int r = mlfs_cache_verify_blob(c->dir, it->key, &why);
 			if (r == -ENOENT)
 				continue;
 			if (r < 0 && r != -EBADMSG) {
@@ -582,15 +552,14 @@ static int cmd_verify(int argc, char **argv)
 			continue;
 		}
 		bad++;
-		int r = mlfs_cache_remove(c.dir, it);
+		int r = mlfs_cache_remove(c->dir, it);
 		if (r == 0)
 			print_removed(it, why);
 		else
 			printf("broken %s %s: %s; %s\n", kind_name(it->kind), it->key, why,
 			       r == -EBUSY ? "in use, left until its users end" : strerror(-r));
 	}
-	printf("verified %zu layers and blobs in %s: %zu sound, %zu broken\n", good + bad, c.dir, good, bad);
-	cache_clear(&c);
+	printf("verified %zu layers and blobs in %s: %zu sound, %zu broken\n", good + bad, c->dir, good, bad);
 	return bad ? 1 : 0;
 }
 
@@ -598,15 +567,28 @@ int mlfs_cmd_cache(int argc, char **argv)
 {
 	static const struct {
 		const char *name;
-		int (*run)(int, char **);
+		unsigned allowed;
+		int (*run)(struct cache *c, const struct cache_args *a, int argc, char **argv);
 	} subs[] = {
-		{ "ls", cmd_ls }, { "du", cmd_du }, { "gc", cmd_gc }, { "rm", cmd_rm }, { "verify", cmd_verify },
+		{ "ls", A_CACHE | A_JSON, cmd_ls },
+		{ "du", A_CACHE | A_JSON, cmd_du },
+		{ "gc", A_CACHE | A_MAX | A_AGE, cmd_gc },
+		{ "rm", A_CACHE | A_REFS, cmd_rm },
+		{ "verify", A_CACHE, cmd_verify },
 	};
-	if (argc >= 2)
-		for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-			if (!strcmp(argv[1], subs[i].name))
-				return subs[i].run(argc - 1, argv + 1);
-	fprintf(stderr, "usage: mlfs cache ls [--json] | du [--json] | gc [--max SIZE] [--older-than DURATION] | "
-		"rm REF... | verify   (each with [--cache DIR])\n");
+	for (size_t i = 0; argc >= 2 && i < sizeof subs / sizeof subs[0]; i++) {
+		if (strcmp(argv[1], subs[i].name))
+			continue;
+		struct cache_args a;
+		if (parse_args(argc - 1, argv + 1, subs[i].allowed, &a) < 0)
+			return 2;
+		struct cache c;
+		if (cache_load(&c, a.cache) < 0)
+			return 1;
+		int status = subs[i].run(&c, &a, argc - 1, argv + 1);
+		cache_clear(&c);
+		return status;
+	}
+	fprintf(stderr, USAGE);
 	return 2;
 }
