@@ -280,6 +280,9 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 		return mlfs_err_set(err, EBADMSG, "digest mismatch for blob %s: got %s: the registry served "
 				    "corrupt data; nothing was cached", desc->digest, got);
 	}
+	if (r == -ENOSPC || r == -EDQUOT)
+		return mlfs_err_set(err, -r, "cannot download %s: the cache %s is full (%s): free some space (mlfs "
+				    "cache gc) or cap the cache with cache-max", desc->digest, dir, strerror(-r));
 	if (r < 0) {
 		/* Keep the partial file: the next run resumes from it. */
 		if (err && !err->msg[0])

@@ -168,7 +168,10 @@ static int build(const struct mlfs_layer_source *src, const struct mlfs_layer_op
 	if (rc == 0)
 		rc = mlfs_tar_reader_finish(r, diff_id, blob);
 	if (rc < 0) {
-		if (rc == -EFBIG || rc == -ENOSPC || rc == -ENOMEM || rc == -EIO)
+		if (rc == -ENOSPC || rc == -EDQUOT)
+			mlfs_err_set(err, -rc, "layer %s: the cache %s is full (%s): free some space (mlfs cache gc) "
+				     "or cap the cache with cache-max", name, opts->cache_dir, strerror(-rc));
+		else if (rc == -EFBIG || rc == -ENOMEM || rc == -EIO)
 			mlfs_err_set(err, -rc, "layer %s: %s", name, strerror(-rc));
 		else
 			mlfs_err_set(err, -rc, "layer %s: %s", name,
