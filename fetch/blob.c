@@ -169,7 +169,8 @@ static int lock_partial(const char *partial, const char *final, const struct mlf
 				return mlfs_err_set(err, errno, "cannot lock %s: %s", partial, strerror(errno));
 			struct timespec now;
 			clock_gettime(CLOCK_MONOTONIC, &now);
-			if (now.tv_sec - start.tv_sec >= (time_t)wait_s)
+			if ((int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >=
+			    (int64_t)wait_s * 1000)
 				return mlfs_err_set(err, ETIMEDOUT, "another process has been downloading %s for "
 						    "%u s: gave up waiting (raise timeout=)", desc->digest, wait_s);
 			struct timespec nap = { 0, (long)ms * 1000000L };

@@ -15,13 +15,26 @@
 
 int mlfs_parse_size(const char *s, uint64_t *out)
 {
+	/* Digits, an optional fraction, a unit: no signs, spaces, hex or
+	 * exponents (strtod would take "0x1B" as 27 and "1e3k"). */
 	if (!s || !isdigit((unsigned char)*s))
 		return -EINVAL;
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || !(v >= 0 && v < 1e30))
-		return -EINVAL;
+	uint64_t whole = 0, frac = 0, scale = 1;
+	const char *p = s;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (whole > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+			return -ERANGE;
+		whole = whole * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p == '.') {
+		if (!isdigit((unsigned char)*++p))
+			return -EINVAL;
+		for (; isdigit((unsigned char)*p); p++)
+			if (scale < 1000000) { /* 6 places: plenty, and frac << 40 fits 64 bits */
+				frac = frac * 10 + (uint64_t)(*p - '0');
+				scale *= 10;
+			}
+	}
 	static const struct { const char *suffix; unsigned shift; } units[] = {
 		{ "", 0 }, { "b", 0 },
 		{ "k", 10 }, { "kb", 10 }, { "kib", 10 },
@@ -30,12 +43,17 @@ int mlfs_parse_size(const char *s, uint64_t *out)
 		{ "t", 40 }, { "tb", 40 }, { "tib", 40 },
 	};
 	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-		if (strcasecmp(end, units[i].suffix))
+		if (strcasecmp(p, units[i].suffix))
 			continue;
-		double bytes = v * (double)(1ull << units[i].shift);
-		if (bytes >= 18446744073709551616.0) /* 2^64 */
+		unsigned shift = units[i].shift;
+		if (shift && whole > UINT64_MAX >> shift)
 			return -ERANGE;
-		*out = (uint64_t)bytes;
+		/* frac < scale <= 10^6 < 2^20 and shift <= 40: frac << shift < 2^60. */
+		uint64_t part = shift ? (frac << shift) / scale : 0;
+		uint64_t bytes = whole << shift;
+		if (bytes > UINT64_MAX - part)
+			return -ERANGE;
+		*out = bytes + part;
 		return 0;
 	}
 	return -EINVAL;
@@ -70,7 +88,8 @@ void mlfs_format_size(uint64_t bytes, char *buf, size_t len)
 	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
 	double v = (double)bytes;
 	size_t u = 0;
-	while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+	/* 1048575 bytes is "1.0 MiB", not "1024.0 KiB": compare what will print. */
+	while (v >= 1023.95 && u + 1 < sizeof units / sizeof units[0]) {
 		v /= 1024;
 		u++;
 	}

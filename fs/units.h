@@ -3,8 +3,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* "1073741824", "1G", "1.5GiB", "500mb", "0": bytes (powers of 1024).
- * -EINVAL when malformed, -ERANGE beyond 2^64. */
+/* "1073741824", "1G", "1.5GiB", "500mb", "0": bytes (powers of 1024;
+ * fractions of a byte dropped).  -EINVAL when malformed, -ERANGE beyond
+ * 2^64 - 1. */
 int mlfs_parse_size(const char *s, uint64_t *out);
 /* "90", "90s", "15m", "12h", "30d", "2w": seconds. */
 int mlfs_parse_duration(const char *s, int64_t *out);

@@ -331,8 +331,13 @@ static int evict_layer(const char *cache_dir, const char *key)
 	int rc = unlink_key(cache_dir, "index", key);
 	if (rc == 0)
 		rc = unlink_key(cache_dir, "chunks", key);
-	if (rc == 0 && fd >= 0)
-		rc = unlink_key(cache_dir, "data", key);
+	/* A builder that found the index gone may have renamed a new data file
+	 * over the name meanwhile: that one is in use, and not ours. */
+	struct stat held, named;
+	if (rc == 0 && fd >= 0 && fstat(fd, &held) == 0 &&
+	    fstatat(dfd, key + strlen("sha256:"), &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+		rc = unlinkat(dfd, key + strlen("sha256:"), 0) < 0 && errno != ENOENT ? -errno : 0;
 	return rc;
 }
 
@@ -393,7 +398,8 @@ int mlfs_cache_fit(const char *cache_dir, uint64_t max, uint64_t reserve, mlfs_c
 	if (rc < 0)
 		return rc;
 	uint64_t have = use.total;
-	qsort(items, n, sizeof *items, by_last_use);
+	if (n)
+		qsort(items, n, sizeof *items, by_last_use);
 	for (size_t i = 0; i < n && have + reserve > max; i++) {
 		if (items[i].kind == MLFS_CACHE_LOCK)
 			continue; /* empty files: nothing to gain */
@@ -435,6 +441,13 @@ int mlfs_cache_clean_temps(const char *cache_dir, mlfs_cache_report_fn report, v
 
 /* ---- the per-layer build lock ------------------------------------------- */
 
+static int64_t elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)(now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
 static char *lock_path(const char *cache_dir, const char *key)
 {
 	_cleanup_free_ char *index = mlfs_store_path(cache_dir, "index", key);
@@ -466,9 +479,7 @@ int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeo
 		for (unsigned ms = 1; flock(fd, LOCK_EX | LOCK_NB) < 0; ms = ms < 200 ? ms * 2 : 200) {
 			if (errno != EWOULDBLOCK && errno != EINTR)
 				return -errno;
-			struct timespec now;
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			if (timeout_s && now.tv_sec - start.tv_sec >= (time_t)timeout_s)
+			if (timeout_s && elapsed_ms(&start) >= (int64_t)timeout_s * 1000)
 				return -ETIMEDOUT;
 			struct timespec nap = { 0, (long)ms * 1000000L };
 			nanosleep(&nap, NULL);

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -136,6 +137,9 @@ int mlfs_indexfile_save(const struct mlfs_layer *l, const char *path)
 	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	/* Held until renamed: a temp file nobody holds is a crash's leftover
+	 * (layers/cache.c), which any starting command removes. */
+	(void)flock(fd, LOCK_EX);
 	struct writer w = { .f = fdopen(fd, "w") };
 	if (!w.f) {
 		close(fd);
@@ -153,13 +157,15 @@ int mlfs_indexfile_save(const struct mlfs_layer *l, const char *path)
 		w.err = -errno;
 	if (!w.err && fdatasync(fd) < 0)
 		w.err = -errno;
-	if (fclose(w.f) != 0 && !w.err)
-		w.err = -EIO;
-	mlfs_hasher_free(w.h);
 	if (!w.err && rename(tmp, path) < 0)
 		w.err = -errno;
 	if (w.err)
 		unlink(tmp);
+	if (fclose(w.f) != 0 && !w.err)
+		w.err = -EIO;
+	mlfs_hasher_free(w.h);
+	if (!w.err)
+		mlfs_store_sync_dir(path);
 	return w.err;
 }
 

@@ -106,6 +106,8 @@ void mlfs_store_free(struct mlfs_store *s);
 /* The sparse data file of a seekable layer: the existing one when it has
  * the size, else a new one of that size (all holes); fd read-write. */
 int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int *fd);
+/* Makes a rename into path's directory durable. */
+void mlfs_store_sync_dir(const char *path);
 /* Writes buf into path through a synced temp file + rename. */
 int mlfs_store_write_file(const char *path, const void *buf, size_t len);
 

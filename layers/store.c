@@ -22,7 +22,7 @@
 
 /* A rename is durable only once its directory is: without this a crash
  * right after a load could lose the just-named file (and pay a download). */
-static void fsync_dir(const char *path)
+void mlfs_store_sync_dir(const char *path)
 {
 	char dir[PATH_MAX];
 	if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
@@ -152,7 +152,7 @@ int mlfs_store_commit(struct mlfs_store *s, uint64_t size, int *fd)
 			return -errno;
 		free(s->tmp_path);
 		s->tmp_path = NULL;
-		fsync_dir(s->final_path);
+		mlfs_store_sync_dir(s->final_path);
 		/* From writer to user: nobody can have it yet, so this never waits. */
 		if (flock(s->fd, LOCK_SH) < 0)
 			return -errno;
@@ -204,7 +204,7 @@ int mlfs_store_write_file(const char *path, const void *buf, size_t len)
 	if (rc < 0)
 		unlink(tmp);
 	else
-		fsync_dir(path);
+		mlfs_store_sync_dir(path);
 	return rc;
 }
 
