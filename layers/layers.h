@@ -197,8 +197,9 @@ int mlfs_cache_scan(const char *cache_dir, struct mlfs_cache_item **items, size_
 void mlfs_cache_items_free(struct mlfs_cache_item *items, size_t n);
 /* Whether a live process holds it (probed without waiting). */
 bool mlfs_cache_in_use(const char *cache_dir, const struct mlfs_cache_item *item);
-/* Removes one unit unless a live process holds it: -EBUSY then; -ENOENT
- * when another process removed or replaced it first. */
+/* Removes one unit unless a live process holds it: -EBUSY then.  A layer
+ * or blob already gone is 0; a leftover removed or replaced by another
+ * process first is -ENOENT. */
 int mlfs_cache_remove(const char *cache_dir, const struct mlfs_cache_item *item);
 
 typedef void (*mlfs_cache_report_fn)(void *priv, const struct mlfs_cache_item *removed);
