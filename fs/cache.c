@@ -374,13 +374,16 @@ static void forget_images(const struct cache *c, const bool *going)
 }
 
 /* Removes the layers (and blobs) of the images marked in `going` that no
- * other cached image has.  The number of layers left because in use. */
-static size_t remove_layers(const struct cache *c, const bool *going)
+ * other cached image has.  An image that keeps a layer because it is in
+ * use stays known (unmarked), so the same rm can finish the job after its
+ * users end.  The number of layers kept. */
+static size_t remove_layers(const struct cache *c, bool *going)
 {
 	size_t busy = 0;
 	for (size_t i = 0; i < c->n_images; i++) {
 		if (!going[i])
 			continue;
+		size_t busy_before = busy;
 		for (size_t j = 0; j < c->images[i].n_layers; j++) {
 			const struct mlfs_cached_layer *l = &c->images[i].layers[j];
 			struct mlfs_cache_item *units[3] = {
@@ -402,6 +405,11 @@ static size_t remove_layers(const struct cache *c, const bool *going)
 				}
 				it->bytes = UINT64_MAX; /* handled: not again for another image */
 			}
+		}
+		if (busy > busy_before) {
+			going[i] = false;
+			printf("kept %s (%s): in use; run this again once it is unmounted\n", c->images[i].reference,
+			       c->images[i].platform[0] ? c->images[i].platform : "-");
 		}
 	}
 	return busy;
@@ -462,7 +470,7 @@ static int cmd_gc(struct cache *c, const struct cache_args *args, int argc, char
 		if (env && *env) {
 			if (cli_cache_max(env, "$MLFS_CACHE_MAX", &a->max) < 0)
 				return 2;
-			a->have_max = true;
+			a->have_max = a->max > 0; /* 0 is no cap, as for every other command */
 		}
 	}
 	int64_t now = (int64_t)time(NULL);
@@ -492,10 +500,17 @@ static int cmd_gc(struct cache *c, const struct cache_args *args, int argc, char
 	if (a->have_max) {
 		uint64_t total = 0;
 		int r = mlfs_cache_fit(c->dir, a->max, 0, report_removed, "least recently used", &total);
-		if (r == -ENOSPC) {
+		uint64_t busy = r == -ENOSPC ? mlfs_cache_bytes_in_use(c->dir) : 0;
+		if (busy) {
+			char size[32], held[32];
+			mlfs_format_size(total, size, sizeof size);
+			mlfs_format_size(busy, held, sizeof held);
+			printf("cache still holds %s: %s of it in use by live mounts or commands\n", size, held);
+		} else if (r == -ENOSPC) {
 			char size[32];
 			mlfs_format_size(total, size, sizeof size);
-			printf("cache still holds %s: the rest is in use by live mounts or commands\n", size);
+			printf("cache still holds %s of manifests and tags: they go with their images "
+			       "(--older-than)\n", size);
 		} else if (r < 0) {
 			fprintf(stderr, "mlfs: error: cannot evict from %s: %s\n", c->dir, strerror(-r));
 			status = 1;

@@ -139,11 +139,18 @@ void mlfs_cache_enforce(struct mlfs_image *img, uint64_t reserve)
 		return;
 	uint64_t total = 0;
 	int r = mlfs_cache_fit(img->cache_dir, img->cache_max, reserve, report_evicted, NULL, &total);
-	if (r == -ENOSPC && !atomic_exchange(&warned, true))
-		log_warn(MLFS_AREA_LAYERS, "cache %s: %" PRIu64 " bytes in use by live mounts and commands exceed "
-			 "cache-max (%" PRIu64 "): going on over the cap until they end", img->cache_dir, total,
-			 img->cache_max);
-	else if (r < 0 && r != -ENOSPC)
+	if (r == -ENOSPC && !atomic_exchange(&warned, true)) {
+		uint64_t busy = mlfs_cache_bytes_in_use(img->cache_dir);
+		if (busy)
+			log_warn(MLFS_AREA_LAYERS, "cache %s: %" PRIu64 " bytes in use by live mounts and commands, "
+				 "%" PRIu64 " of manifests and such, and %" PRIu64 " being added exceed cache-max "
+				 "(%" PRIu64 "): going over the cap until they end", img->cache_dir, busy,
+				 total > busy ? total - busy : 0, reserve, img->cache_max);
+		else
+			log_warn(MLFS_AREA_LAYERS, "cache %s: %" PRIu64 " bytes being added (and %" PRIu64 " of manifests "
+				 "and such) exceed cache-max (%" PRIu64 ") with everything else evicted: going over "
+				 "the cap until this ends", img->cache_dir, reserve, total, img->cache_max);
+	} else if (r < 0 && r != -ENOSPC)
 		log_warn(MLFS_AREA_LAYERS, "cache %s: cannot evict: %s", img->cache_dir, strerror(-r));
 }
 

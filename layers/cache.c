@@ -301,6 +301,20 @@ bool mlfs_cache_in_use(const char *cache_dir, const struct mlfs_cache_item *it)
 	return false; /* the close drops the probe's lock */
 }
 
+uint64_t mlfs_cache_bytes_in_use(const char *cache_dir)
+{
+	struct mlfs_cache_item *items;
+	size_t n;
+	if (mlfs_cache_scan(cache_dir, &items, &n, NULL) < 0)
+		return 0;
+	uint64_t busy = 0;
+	for (size_t i = 0; i < n; i++)
+		if (items[i].kind != MLFS_CACHE_LOCK && mlfs_cache_in_use(cache_dir, &items[i]))
+			busy += items[i].bytes;
+	mlfs_cache_items_free(items, n);
+	return busy;
+}
+
 /* ---- removing ------------------------------------------------------------ */
 
 static int unlink_key(const char *cache_dir, const char *kind, const char *key)

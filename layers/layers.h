@@ -197,6 +197,8 @@ int mlfs_cache_scan(const char *cache_dir, struct mlfs_cache_item **items, size_
 void mlfs_cache_items_free(struct mlfs_cache_item *items, size_t n);
 /* Whether a live process holds it (probed without waiting). */
 bool mlfs_cache_in_use(const char *cache_dir, const struct mlfs_cache_item *item);
+/* Bytes of the units live processes hold (layers, downloads, temps). */
+uint64_t mlfs_cache_bytes_in_use(const char *cache_dir);
 /* Removes one unit unless a live process holds it: -EBUSY then.  A layer
  * or blob already gone is 0; a leftover removed or replaced by another
  * process first is -ENOENT. */
