@@ -14,6 +14,7 @@ packages=(
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
   python3 python3-pytest python3-jwt python3-cryptography
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
+  strace gdb binutils              # crash tests: a kill at an exact syscall or function
 )
 
 missing=()

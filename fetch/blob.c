@@ -263,7 +263,9 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 				    desc->digest, (long long)s.have, (long long)desc->size);
 	}
 	bool mismatch = r == -EBADMSG || (r == 0 && strcmp(got, desc->digest));
-	if (resumed > 0 && (mismatch || s.observer_failed)) {
+	/* An observer that failed with -EPIPE refused the bytes; any other
+	 * error (a full disk behind it) says nothing about them. */
+	if (resumed > 0 && (mismatch || (s.observer_failed && r == -EPIPE))) {
 		/* What an earlier run left may be junk (a proxy that once served
 		 * garbage): a consumer choking on it, or a wrong digest, must not
 		 * block this blob forever.  Drop it; the caller starts over. */

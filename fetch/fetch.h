@@ -238,7 +238,8 @@ char *mlfs_cache_dir_default(const char *option);
  * resumes with Range; a mismatch leaves nothing behind (-EBADMSG).  Waits
  * at most wait_s (0: 300) for another process downloading the same blob.
  * -EAGAIN: bytes from the cache proved wrong after observe() saw them and
- * are dropped; the caller starts its consumer over and calls again. */
+ * are dropped (a digest mismatch, or observe() refusing them with -EPIPE);
+ * the caller starts its consumer over and calls again. */
 int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
 			     const char *cache_dir, unsigned wait_s, mlfs_sink_fn observe, void *priv,
 			     char **blob_path, struct mlfs_err *err);

@@ -545,6 +545,13 @@ static int cmd_verify(struct cache *c, const struct cache_args *a, int argc, cha
 	for (size_t i = 0; i < c->n_items; i++) {
 		struct mlfs_cache_item *it = &c->items[i];
 		const char *why = NULL;
+		if (it->kind == MLFS_CACHE_LAYER && it->has_data && !it->has_index) {
+			/* What a kill during an eviction or a build leaves: not
+			 * damage, and gone unless someone is still building it. */
+			if (mlfs_cache_remove(c->dir, it) == 0)
+				print_removed(it, "left by an interrupted run");
+			continue;
+		}
 		if (it->kind == MLFS_CACHE_LAYER) {
 			int r = mlfs_cache_verify_layer(c->dir, it->key, &why);
 			if (r < 0 && r != -EBADMSG) {

@@ -43,21 +43,44 @@ struct indexer {
 static void *index_thread(void *arg)
 {
 	struct indexer *x = arg;
-	x->r = mlfs_layer_open_fd(x->fd, x->opts, &x->layer, &x->err);
+	int r = mlfs_layer_open_fd(x->fd, x->opts, &x->layer, &x->err);
+	__atomic_store_n(&x->r, r, __ATOMIC_RELEASE);
 	/* Closing our end makes a download still writing fail with EPIPE
 	 * instead of blocking forever on a pipe nobody reads. */
 	close(x->fd);
 	return NULL;
 }
 
+/* Failures of this machine (disk, memory, descriptors), not of the bytes. */
+static bool resource_error(int r)
+{
+	return r == -ENOSPC || r == -EDQUOT || r == -ENOMEM || r == -EMFILE || r == -ENFILE || r == -EIO ||
+	       r == -EROFS || r == -EACCES || r == -EPERM;
+}
+
+struct pipe_out {
+	int fd;
+	const struct indexer *x;
+};
+
+/* The download's sink.  When the indexer stopped reading, the answer tells
+ * the blob fetch why, since that decides the fate of a partial download
+ * the bytes came from: -EPIPE (the bytes were bad: a resumed prefix is
+ * suspect), the indexer's own error when the machine failed (the prefix
+ * is fine, keep it), -ECANCELED when the layer needs no more bytes. */
 static int to_pipe(void *priv, const void *buf, size_t len)
 {
-	int fd = *(int *)priv;
+	const struct pipe_out *o = priv;
 	const char *p = buf;
 	while (len) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = write(o->fd, p, len);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EPIPE) {
+			/* The indexer set its result before it closed the pipe. */
+			int r = __atomic_load_n(&o->x->r, __ATOMIC_ACQUIRE);
+			return r == 0 ? -ECANCELED : resource_error(r) ? r : -EPIPE;
+		}
 		if (n < 0)
 			return -errno;
 		p += n;
@@ -81,16 +104,17 @@ static int fetch_and_index(struct mlfs_image *img, size_t i, const struct mlfs_l
 		return mlfs_err_set(err, EAGAIN, "cannot start an indexer thread");
 	}
 	_cleanup_free_ char *path = NULL;
-	int wfd = fds[1];
-	int r = mlfs_image_layer_blob_observed(img, i, to_pipe, &wfd, &path, err);
-	close(wfd); /* end of stream for the indexer */
+	struct pipe_out po = { fds[1], &x };
+	int r = mlfs_image_layer_blob_observed(img, i, to_pipe, &po, &path, err);
+	close(fds[1]); /* end of stream for the indexer */
 	pthread_join(tid, NULL);
-	if (r == -EPIPE && x.r < 0) {
-		/* The indexer gave up first (a malformed layer): its reason is the real one. */
+	if ((r == -EPIPE || (r < 0 && r == x.r)) && x.r < 0) {
+		/* The indexer gave up first (a malformed layer, a full disk): its
+		 * reason is the real one. */
 		*err = x.err;
 		return x.r;
 	}
-	if (r == -EPIPE && x.r == 0) {
+	if (r == -ECANCELED && x.r == 0) {
 		/* The indexer found the layer indexed by another process meanwhile
 		 * and stopped reading: its layer is good, the download not needed. */
 		*out = x.layer;

@@ -23,10 +23,8 @@ static int pull_layer(struct mlfs_image *img, size_t i, struct mlfs_layer **laye
 		if (r < 0)
 			return r;
 	}
-	int r = mlfs_image_layer_open(img, i, layer, err);
-	if (r == 0)
-		r = mlfs_layer_fill(*layer, false, PULL_JOBS, err);
-	if (r < 0)
+	int r = mlfs_image_layer_open(img, i, layer, err); /* its errors name the layer already */
+	if (r == 0 && (r = mlfs_layer_fill(*layer, false, PULL_JOBS, err)) < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;
 }
