@@ -685,6 +685,45 @@ def test_pull_then_offline_mount(mlfs, mounter, mlfs_env, seekable):
     assert settled_log(reg, log1) == []
 
 
+def test_seekable_layers_in_the_cache_commands(mlfs, mounter, mlfs_env, seekable):
+    """Seekable layers are cache units like any other, keyed by blob digest:
+    `cache ls` shows them (state "chunks"), `du` counts their present maps,
+    `verify` checks the maps' layouts; a live mount holds them against
+    `gc --max 0`, which removes index, map and data once it has ended; a
+    remount then fetches again and reads the right bytes."""
+    layers = layers_of(seekable, "estargz")
+    assert_ok(mlfs("pull", seekable["ref"]("estargz")))
+    r = mlfs("cache", "ls", "--json")
+    assert_ok(r)
+    image = [i for i in json.loads(r.stdout) if i["reference"] == seekable["ref"]("estargz")]
+    assert len(image) == 1, r.stdout
+    assert [(l["state"], l["seekable"]) for l in image[0]["layers"]] == [("chunks", True)] * len(layers), r.stdout
+    du = json.loads(mlfs("cache", "du", "--json").stdout)
+    assert du["chunks"] > 0 and du["blobs"] == 0, du
+    r = mlfs("cache", "verify")
+    assert r.rc == 0 and "0 broken" in r.stdout, r.stdout + r.stderr
+    cache = mlfs_env["MLFS_CACHE"]
+
+    def present(kind, l):
+        return os.path.exists(os.path.join(cache, kind, "sha256", l.digest.split(":", 1)[1]))
+
+    m = mounter.mount(seekable["ref"]("estargz"))
+    data, err = read_one(m.path(SMALL))
+    assert err is None and data == reference_bytes(seekable, SMALL)
+    r = mlfs("cache", "gc", "--max", "0")
+    assert_ok(r)
+    assert "in use" in r.stdout, r.stdout
+    assert all(present("data", l) and present("chunks", l) and present("index", l) for l in layers)
+    data, err = read_one(m.path(BIG))
+    assert err is None and data == reference_bytes(seekable, BIG)
+    m.unmount()
+    r = mlfs("cache", "gc", "--max", "0")
+    assert_ok(r)
+    assert not any(present(k, l) for l in layers for k in ("data", "chunks", "index")), r.stdout
+    m = mounter.mount(seekable["ref"]("estargz"))
+    assert_reference_tree(seekable, m.mountpoint, what="remount after eviction")
+
+
 # -- 6. prefetch --------------------------------------------------------------------------------------
 
 def test_prioritised_files_prefetched_without_access(mounter, mlfs_env, seekable):
