@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "fs/cli.h"
+#include "fs/cli/cli.h"
 #include "fs/mountopts.h"
 
 /* -o options for libfuse and the kernel, from ours. */

@@ -1,6 +1,6 @@
 #include "fs/mountopts.h"
 
-#include "fs/units.h"
+#include "fs/cli/units.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "fs/cli.h"
+#include "fs/cli/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "fs/units.h"
+#include "fs/cli/units.h"
 #include "layers/layers.h"
 
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)

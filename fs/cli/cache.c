@@ -6,7 +6,7 @@
  * them and when they were last used.  A layer is listed under every image
  * that has it and removed only when no other cached image does (rm) or
  * when nobody holds it (gc, eviction).  Every removal prints one line. */
-#include "fs/cli.h"
+#include "fs/cli/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
-#include "fs/units.h"
+#include "fs/cli/units.h"
 #include "layers/layers.h"
 
 struct cache {

@@ -3,7 +3,7 @@
  * Sizes are binary, whatever the spelling (K, KB, KiB all mean 1024), the
  * way Docker and systemd read them on the command line: nobody capping a
  * cache means a 1000-based gigabyte, and one rule is easier to remember. */
-#include "fs/units.h"
+#include "fs/cli/units.h"
 
 #include <ctype.h>
 #include <errno.h>

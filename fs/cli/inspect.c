@@ -1,7 +1,7 @@
 /* mlfs inspect: what a reference resolves to, without fetching a layer.
  * The JSON form is built first and the text form printed from the same
  * facts, so the two can never disagree. */
-#include "fs/cli.h"
+#include "fs/cli/cli.h"
 
 #include <errno.h>
 #include <stdio.h>

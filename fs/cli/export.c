@@ -6,7 +6,7 @@
  * name order, so two exports of one image are byte-identical and a diff
  * against a reference extraction lines up.  A layer already indexed by an
  * earlier run is taken from the cache without fetching its blob. */
-#include "fs/cli.h"
+#include "fs/cli/cli.h"
 
 #include <archive.h>
 #include <archive_entry.h>

@@ -7,7 +7,7 @@
 #include <curl/curl.h>
 
 #include "common/log.h"
-#include "fs/cli.h"
+#include "fs/cli/cli.h"
 #include "fs/fs.h"
 
 static const struct {

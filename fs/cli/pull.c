@@ -3,7 +3,7 @@
  * reads from: each layer indexed with its bytes decompressed (a seekable
  * one with every chunk fetched); the compressed blobs only with
  * --keep-blobs. */
-#include "fs/cli.h"
+#include "fs/cli/cli.h"
 
 #include <errno.h>
 #include <stdlib.h>
