@@ -108,7 +108,7 @@ static int fetch_and_index(struct mlfs_image *img, size_t i, const struct mlfs_l
 	int r = mlfs_image_layer_blob_observed(img, i, to_pipe, &po, &path, err);
 	close(fds[1]); /* end of stream for the indexer */
 	pthread_join(tid, NULL);
-	if ((r == -EPIPE || (r < 0 && r == x.r)) && x.r < 0) {
+	if ((r == -EPIPE || (resource_error(r) && r == x.r)) && x.r < 0) {
 		/* The indexer gave up first (a malformed layer, a full disk): its
 		 * reason is the real one. */
 		*err = x.err;
