@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "fs/mountopts.h"
-#include "fs/units.h"
+#include "fs/cli/units.h"
 #include "tap.h"
 
 #define KiB 1024ull
