@@ -11,6 +11,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,8 @@ struct export {
 	uint32_t *first_name;  /* per inode: the node its bytes were written under */
 	char *buf;
 	const char *where;     /* "stdout" or the -o file, for messages */
+	int fd;                /* what the archive writes to: stdout, the -o pipe or device, or tmp */
+	char *tmp;             /* -o FILE: the temporary file beside it, renamed over it at the end */
 };
 
 /* "./a/b" for node; "." for the root. */
@@ -149,6 +152,41 @@ static int write_tree(struct export *x, struct mlfs_err *err)
 	return r;
 }
 
+/* Where -o FILE writes.  A regular file (or none yet) is written under a
+ * temporary name beside it and renamed over it only once complete, so a
+ * failed export never leaves half a tar under the name, nor destroys what
+ * was there; a pipe or a character device (a terminal, /dev/null) is
+ * written directly; anything else is refused rather than written into. */
+static int open_file(struct export *x, const char *file, struct mlfs_err *err)
+{
+	struct stat st;
+	if (stat(file, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
+			return mlfs_err_set(err, EINVAL, "%s is not a regular file, a pipe or a terminal: "
+					    "choose another -o", file);
+		x->fd = open(file, O_WRONLY | O_CLOEXEC);
+		if (x->fd < 0)
+			return mlfs_err_set(err, errno, "cannot open %s: %s", file, strerror(errno));
+		return 0;
+	}
+	if (asprintf(&x->tmp, "%s.mlfs-XXXXXX", file) < 0) {
+		x->tmp = NULL;
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	}
+	x->fd = mkostemp(x->tmp, O_CLOEXEC);
+	if (x->fd < 0) {
+		int e = errno;
+		free(x->tmp);
+		x->tmp = NULL;
+		return mlfs_err_set(err, e, "cannot write beside %s: %s", file, strerror(e));
+	}
+	/* What a plain open(O_CREAT, 0666) would have made, not mkostemp's 0600. */
+	mode_t mask = umask(0);
+	umask(mask);
+	(void)fchmod(x->fd, 0666 & ~mask);
+	return 0;
+}
+
 static int open_output(struct export *x, const char *file, bool mtree, struct mlfs_err *err)
 {
 	x->out = archive_write_new();
@@ -167,8 +205,10 @@ static int open_output(struct export *x, const char *file, bool mtree, struct ml
 	if (!file && !mtree && isatty(STDOUT_FILENO))
 		return mlfs_err_set(err, EINVAL, "refusing to write a tar to a terminal: use -o FILE "
 				    "or redirect stdout");
-	int r = file ? archive_write_open_filename(x->out, file) : archive_write_open_fd(x->out, STDOUT_FILENO);
-	return r == ARCHIVE_OK ? 0 : write_failed(x, err);
+	int r = file ? open_file(x, file, err) : 0;
+	if (r < 0)
+		return r;
+	return archive_write_open_fd(x->out, file ? x->fd : STDOUT_FILENO) == ARCHIVE_OK ? 0 : write_failed(x, err);
 }
 
 static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err *err)
@@ -213,6 +253,10 @@ static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err
 		return r;
 	if (archive_write_close(x->out) != ARCHIVE_OK)
 		return write_failed(x, err);
+	if (x->tmp && (fsync(x->fd) < 0 || rename(x->tmp, a->output) < 0))
+		return mlfs_err_set(err, errno, "cannot write %s: %s", a->output, strerror(errno));
+	free(x->tmp);
+	x->tmp = NULL; /* renamed: nothing to clean up */
 	return 0;
 }
 
@@ -223,15 +267,19 @@ int mlfs_cmd_export(int argc, char **argv)
 		return 2;
 	cli_cache_startup(a.opts.cache_dir);
 	struct mlfs_err err = { 0 };
-	struct export x = { .where = a.output ? a.output : "stdout" };
+	struct export x = { .where = a.output ? a.output : "stdout", .fd = -1 };
 	int r = run(&x, &a, &err);
 	if (x.out)
 		archive_write_free(x.out);
 	if (x.entry)
 		archive_entry_free(x.entry);
-	/* A half-written export must not pass for a whole one. */
-	if (r < 0 && a.output && x.out)
-		unlink(a.output);
+	/* A half-written export must not pass for a whole one: only our own
+	 * temporary file goes, never what -o named. */
+	if (x.tmp)
+		unlink(x.tmp);
+	free(x.tmp);
+	if (x.fd >= 0)
+		close(x.fd);
 	free(x.first_name);
 	free(x.buf);
 	mlfs_tree_free(x.tree);

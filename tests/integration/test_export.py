@@ -357,3 +357,73 @@ def test_export_corrupt_layer(mlfs, broken, tmp_path):
 def test_export_bad_format(mlfs, crafted):
     assert_mlfs_error(mlfs("export", crafted.ref("crafted:gzip"), "--format", "zip", "-o", "/dev/null"),
                       "format")
+
+
+# -- where -o writes ------------------------------------------------------------------------------
+
+def test_export_failure_keeps_the_file_it_replaces(mlfs, demo, tmp_path):
+    """-o FILE is written beside FILE and renamed over it only when whole: an
+    export that fails midway (here the disk fills) leaves the old FILE as it
+    was and no temporary file behind (it used to truncate FILE, then delete it)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(small)], check=True, timeout=30)
+    try:
+        keep = small / "keep.tar"
+        keep.write_bytes(b"precious" * 1024)
+        r = mlfs("export", demo.ref("demo:latest"), "-o", str(keep))
+        assert_mlfs_error(r, "space", "writing")
+        assert keep.read_bytes() == b"precious" * 1024
+        assert sorted(os.listdir(small)) == ["keep.tar"], os.listdir(small)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], timeout=30)
+
+
+def test_export_success_replaces_the_file(mlfs, crafted, tmp_path):
+    """A whole export lands under FILE with the mode a plain create would
+    give (0666 less the umask), replacing what was there, with no temporary
+    file left beside it."""
+    where = tmp_path / "out"
+    where.mkdir()
+    out = where / "out.tar"
+    out.write_bytes(b"old")
+    assert_ok(mlfs("export", crafted.ref("crafted:gzip"), "-o", str(out)), allow_warnings=True)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o666 & ~mask
+    assert tree_of_tar(out.read_bytes())
+    assert os.listdir(where) == ["out.tar"]
+
+
+def test_export_to_a_fifo_whose_reader_leaves(mlfs_bin, mlfs_env, demo, tmp_path):
+    """-o a named pipe is written directly; when its reader goes away
+    midway the export fails, and the pipe is still there (the export used
+    to delete whatever -o named on failure, /dev/stdout included)."""
+    where = tmp_path / "out"
+    where.mkdir()
+    fifo = where / "pipe"
+    os.mkfifo(fifo)
+    p = subprocess.Popen([mlfs_bin, "export", demo.ref("demo:latest"), "-o", str(fifo)], env=mlfs_env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with open(fifo, "rb") as f:
+            assert f.read(512)      # the first header, then the reader leaves
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert os.listdir(where) == ["pipe"]
+
+
+def test_export_refuses_a_directory(mlfs, crafted, tmp_path):
+    """-o naming something that is neither a regular file, a pipe nor a
+    character device (here a directory) is refused, and the directory is
+    untouched."""
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "inside").write_text("x")
+    r = mlfs("export", crafted.ref("crafted:gzip"), "-o", str(d))
+    assert_mlfs_error(r, "not a regular file")
+    assert os.listdir(d) == ["inside"]
