@@ -2,7 +2,15 @@
  *
  *   IDLE --first need--> LOADING --all layers indexed, merged--> READY
  *                           |
- *                           +--any layer failed--> FAILED --next need--> LOADING
+ *                           +--any layer failed--> FAILED --next need, once
+ *                                                    |     the backoff is over--> LOADING
+ *                                                    +--the image itself is bad--> (stays)
+ *
+ * A failed load is retried by the next access, but not sooner than 1 s
+ * after the first failure, doubling to 60 s (a dead registry is not
+ * hammered by every stat), and never when the failure was the image's
+ * own (a digest mismatch, a malformed layer): that is the same bytes every
+ * time, so every access answers EIO at once for the life of the mount.
  *
  * One coordinator thread per load runs `jobs` workers that take layers top
  * first: a lookup can be answered as soon as the layers above its match
@@ -55,6 +63,9 @@ struct loader {
 	enum load_state state;
 	unsigned generation;      /* bumped when a load ends, so waiters see each outcome */
 	bool failing;             /* a layer of the load under way failed: nobody waits for the rest */
+	unsigned failures;        /* loads failed in a row */
+	struct timespec retry_at; /* FAILED: no new load before this (CLOCK_MONOTONIC) */
+	bool broken;              /* FAILED for good: the image's bytes are wrong */
 	bool thread_running;
 	bool filling;             /* the thread fills chunks after a READY view */
 	unsigned fillers;         /* detached threads filling one layer each (loader_fill_async) */
@@ -192,6 +203,29 @@ static void fill_layers(struct loader *l)
 	pthread_mutex_unlock(&l->lock);
 }
 
+/* Failures that the same bytes would give again: not worth a retry. */
+static bool deterministic(int code)
+{
+	return code == EBADMSG || code == EPROTO || code == EPROTONOSUPPORT || code == E2BIG || code == EFBIG ||
+	       code == EINVAL || code == ENOTSUP;
+}
+
+/* Called with l->lock held, when a load has failed with errno `code`. */
+static void note_failure_locked(struct loader *l, int code)
+{
+	if (deterministic(code)) {
+		l->broken = true;
+		log_error(MLFS_AREA_FS, "%s: the image cannot be served as it is (%s): no more tries for this "
+			  "mount", l->img->canonical, strerror(code));
+		return;
+	}
+	unsigned delay = l->failures >= 6 ? 60 : 1u << l->failures; /* 1, 2, 4, ... 32, 60 s */
+	l->failures++;
+	clock_gettime(CLOCK_MONOTONIC, &l->retry_at);
+	l->retry_at.tv_sec += delay;
+	log_info(MLFS_AREA_FS, "%s: next try in %u s, at the first access after that", l->img->canonical, delay);
+}
+
 static void *coordinator(void *arg)
 {
 	struct loader *l = arg;
@@ -231,9 +265,11 @@ static void *coordinator(void *arg)
 				  j.err.msg[0] ? j.err.msg : "loading the layers failed");
 		view_free(v);
 		l->state = LOAD_FAILED;
+		note_failure_locked(l, j.err.code);
 	} else {
 		atomic_store(&l->view, v);
 		l->state = LOAD_READY;
+		l->failures = 0;
 		log_info(MLFS_AREA_FS, "%s: %zu layers ready", l->img->canonical, n);
 	}
 	pthread_mutex_destroy(&j.lock);
@@ -318,11 +354,15 @@ int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, bool f
 	return 0;
 }
 
+static bool past(const struct timespec *deadline);
+
 /* Called with l->lock held. */
 static void start_locked(struct loader *l)
 {
 	if (l->state == LOAD_RUNNING || l->state == LOAD_READY)
 		return;
+	if (l->state == LOAD_FAILED && (l->broken || !past(&l->retry_at)))
+		return; /* the waiter sees FAILED: EIO at once */
 	if (l->thread_running) {
 		pthread_join(l->thread, NULL); /* the previous, failed load: already finished */
 		l->thread_running = false;
