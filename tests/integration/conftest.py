@@ -72,6 +72,17 @@ def mlfs(mlfs_bin, mlfs_env):
     return run
 
 
+@pytest.fixture
+def mounter(mlfs_bin, mlfs_env, tmp_path):
+    """mounter.mount(ref, *options, foreground=, debug=, check=, ...) -> started Mount;
+    every mount unmounted (forcibly if need be) at teardown."""
+    from mounts import Mounter
+    m = Mounter(tmp_path, mlfs_env, binary=mlfs_bin)
+    yield m
+    leftovers = m.cleanup_all()
+    assert not leftovers, "could not unmount %r" % leftovers
+
+
 # -- describing what is in a registry (the ground truth tests compare with) ---
 
 def platform_string(p):

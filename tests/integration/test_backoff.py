@@ -15,15 +15,7 @@ import pytest
 from conftest import Images
 from faultproxy import FaultProxy
 from helpers import wait_for
-from mounts import Mounter, read_in_child
-
-
-@pytest.fixture
-def mounter(mlfs_bin, mlfs_env, tmp_path):
-    m = Mounter(tmp_path, mlfs_env, binary=mlfs_bin)
-    yield m
-    leftovers = m.cleanup_all()
-    assert not leftovers, "could not unmount %r" % leftovers
+from mounts import read_in_child
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from conftest import HOST_PLATFORM, REPO_ROOT, Images
 from faultproxy import FaultProxy
 from helpers import assert_mlfs_error, sha256_file, wait_for
 from mounts import (
-    Mounter, assert_not_mounted, force_unmount, is_mounted, mlfs_pids, mounts_at, proc_mounts, read_in_child,
+    assert_not_mounted, force_unmount, is_mounted, mlfs_pids, mounts_at, proc_mounts, read_in_child,
     real_path,
 )
 from reference import push_rich_image, unpack_reference
@@ -48,16 +48,6 @@ ALL_PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/s390x",
 
 
 # -- fixtures ------------------------------------------------------------------------
-
-@pytest.fixture
-def mounter(mlfs_bin, mlfs_env, tmp_path):
-    """mounter.mount(ref, *options, foreground=, debug=, check=, ...) -> started Mount;
-    every mount unmounted (forcibly if need be) at teardown."""
-    m = Mounter(tmp_path, mlfs_env, binary=mlfs_bin)
-    yield m
-    leftovers = m.cleanup_all()
-    assert not leftovers, "could not unmount %r" % leftovers
-
 
 @pytest.fixture(scope="session")
 def binfmt():
