@@ -170,7 +170,8 @@ static void fill_stat(const struct mlfs_fs *fs, const struct ref *r, struct stat
 	if (S_ISDIR(e->mode))
 		st->st_size = 4096;
 	st->st_blksize = 4096;
-	st->st_blocks = (st->st_size + 511) / 512;
+	/* A sparse file's holes take no room: its blocks are its data's. */
+	st->st_blocks = e->kind == MLFS_ENTRY_REG ? (blkcnt_t)((e->stored + 511) / 512) : (st->st_size + 511) / 512;
 	st->st_mtim.tv_sec = e->mtime_sec;
 	st->st_mtim.tv_nsec = e->mtime_nsec;
 	st->st_atim = st->st_mtim;

@@ -9,7 +9,24 @@
  * the path they hide: the merge never parses ".wh." again.  Entries the
  * layer has no business containing (".." components, a non-directory root,
  * unhideable whiteouts) are refused and logged, never followed; the rest of
- * the layer is still served. */
+ * the layer is still served.
+ *
+ * Where libarchive and the runtimes read an entry differently, the entry
+ * is stored as the runtimes (Go's archive/tar: containerd, Docker, podman,
+ * umoci) would extract it, here, so that every answer made from the table
+ * (early or merged, the mount or export) agrees:
+ *  - a symlink's mode is 0777 whatever its header says, as on Linux;
+ *  - a file that is not sparse is as long as the data its entry carries.
+ *    libarchive reports the "realsize" field of any GNU header as the size
+ *    (GNU tar and Go read it for sparse entries only), so a header with
+ *    junk there (seen with NUL-filled uid/gid fields) came out 2176 bytes
+ *    long for 14 bytes of data;
+ *  - xattrs that only mean something on the machine that made the layer
+ *    (security.selinux) or that steer an overlay filesystem stacked on the
+ *    mount (trusted.overlay.*, user.overlay.*, and fuse-overlayfs's own) are
+ *    dropped, as umoci and containers/storage drop them when unpacking.
+ * Each entry also records how many of its bytes are data rather than holes
+ * (`stored`): a sparse file's st_blocks. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -84,7 +101,19 @@ static int refuse(struct mlfs_layer *l, const char *name, const char *why)
 	return 0;
 }
 
-static int add_xattrs(struct mlfs_layer *l, struct archive_entry *e, struct mlfs_ient *ie)
+/* Names a mount must not present as its own (see the top of this file). */
+static bool foreign_xattr(const char *name)
+{
+	static const char *const prefixes[] = { "trusted.overlay.", "user.overlay.", "user.fuseoverlayfs." };
+	if (!strcmp(name, "security.selinux") || !strcmp(name, "user.containers.override_stat"))
+		return true;
+	for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
+		if (!strncmp(name, prefixes[i], strlen(prefixes[i])))
+			return true;
+	return false;
+}
+
+static int add_xattrs(struct mlfs_layer *l, struct archive_entry *e, struct mlfs_ient *ie, const char *path)
 {
 	int n = archive_entry_xattr_reset(e);
 	if (n <= 0)
@@ -106,6 +135,10 @@ static int add_xattrs(struct mlfs_layer *l, struct archive_entry *e, struct mlfs
 			break;
 		if (size > UINT32_MAX / 2)
 			return -EFBIG;
+		if (foreign_xattr(name)) {
+			log_debug(MLFS_AREA_LAYERS, "%s: xattr %s dropped", path, name);
+			continue;
+		}
 		/* libarchive's pax writer stores each xattr twice (LIBARCHIVE.xattr
 		 * and SCHILY.xattr) and its reader hands back both. */
 		struct mlfs_ixattr *x = NULL;
@@ -129,10 +162,15 @@ static int add_xattrs(struct mlfs_layer *l, struct archive_entry *e, struct mlfs
 	return 0;
 }
 
-/* Copies the entry's bytes to the data file at *cursor; the offsets within
- * the file come from libarchive, so sparse files keep their holes. */
-static int copy_data(struct mlfs_tar_reader *r, struct mlfs_store *s, uint64_t base, uint64_t size)
+/* Copies the entry's bytes to the data file at base; the offsets within
+ * the file come from libarchive, so sparse files keep their holes.  A
+ * sparse file's blocks lie within its size; a file that is not sparse is
+ * as long as its blocks reach (*end).  *stored counts the bytes written. */
+static int copy_data(struct mlfs_tar_reader *r, struct mlfs_store *s, uint64_t base, uint64_t size,
+		     bool sparse, uint64_t *end, uint64_t *stored)
 {
+	uint64_t limit = sparse ? size : (uint64_t)INT64_MAX - base;
+	*end = *stored = 0;
 	for (;;) {
 		const void *buf;
 		size_t len;
@@ -140,10 +178,13 @@ static int copy_data(struct mlfs_tar_reader *r, struct mlfs_store *s, uint64_t b
 		int rc = mlfs_tar_reader_data(r, &buf, &len, &off);
 		if (rc <= 0)
 			return rc;
-		if (off < 0 || (uint64_t)off > size || len > size - (uint64_t)off)
+		if (off < 0 || (uint64_t)off > limit || len > limit - (uint64_t)off)
 			return -EBADMSG;
 		if (len && (rc = mlfs_store_pwrite(s, buf, len, base + (uint64_t)off)) < 0)
 			return rc;
+		if ((uint64_t)off + len > *end)
+			*end = (uint64_t)off + len;
+		*stored += len;
 	}
 }
 
@@ -205,6 +246,8 @@ int mlfs_index_add(struct mlfs_layer *l, struct archive_entry *e, struct mlfs_ta
 	ie.mode = (uint32_t)archive_entry_mode(e);
 	if (ie.kind == MLFS_ENTRY_HARDLINK || ie.kind == MLFS_ENTRY_REG)
 		ie.mode = (ie.mode & 07777) | S_IFREG;
+	if (ie.kind == MLFS_ENTRY_SYMLINK)
+		ie.mode = S_IFLNK | 0777; /* Linux has no other symlink mode */
 	ie.uid = clamp_id(archive_entry_uid(e), path, "uid");
 	ie.gid = clamp_id(archive_entry_gid(e), path, "gid");
 	if (archive_entry_mtime_is_set(e)) {
@@ -227,14 +270,25 @@ int mlfs_index_add(struct mlfs_layer *l, struct archive_entry *e, struct mlfs_ta
 		la_int64_t size = archive_entry_size(e);
 		if (size < 0 || (uint64_t)size > (uint64_t)INT64_MAX - l->data_size)
 			return -EFBIG;
-		ie.size = (uint64_t)size;
+		ie.size = ie.stored = (uint64_t)size;
 		ie.data_off = l->data_size;
 		/* Without a reader (a TOC's entry) the bytes come later, by chunk. */
-		if (r && (rc = copy_data(r, s, ie.data_off, ie.size)) < 0)
-			return rc;
+		if (r) {
+			bool sparse = archive_entry_sparse_count(e) > 0;
+			uint64_t end;
+			if ((rc = copy_data(r, s, ie.data_off, ie.size, sparse, &end, &ie.stored)) < 0)
+				return rc;
+			if (!sparse && end != ie.size) {
+				log_warn(MLFS_AREA_LAYERS, "%s: header says %llu bytes, the archive holds %llu: "
+					 "using %llu, as GNU tar and Go's archive/tar do", path,
+					 (unsigned long long)ie.size, (unsigned long long)end,
+					 (unsigned long long)end);
+				ie.size = end;
+			}
+		}
 		l->data_size += ie.size;
 	}
-	if ((rc = add_xattrs(l, e, &ie)) < 0)
+	if ((rc = add_xattrs(l, e, &ie, path)) < 0)
 		return rc;
 	if ((rc = arena_add(l, path, path_len, true, &ie.path)) < 0)
 		return rc;

@@ -14,7 +14,7 @@
  *            size, u32 chunk size, u32 codec, u32 0, u64 entries, u64
  *            xattrs, u64 arena bytes, u64 data file size, u64 refused,
  *            u64 chunks, u64 prefetch end, char key[72]
- *   entries  56 bytes each (struct mlfs_ient, field by field)
+ *   entries  64 bytes each (struct mlfs_ient, field by field)
  *   xattrs   12 bytes each
  *   chunks   72 bytes each (struct mlfs_ichunk): seekable layers only
  *   arena    the strings
@@ -34,9 +34,12 @@
 #include "layers/internal.h"
 
 #define MAGIC "MLFSIDX"
-#define VERSION 2u
+/* 3: entries carry `stored` (a sparse file's allocated bytes), and what
+ * is indexed changed (symlink modes, sizes libarchive misreads, foreign
+ * xattrs dropped): a version 2 table is rebuilt, never reused. */
+#define VERSION 3u
 #define HEADER_SIZE (8 + 4 * 6 + 8 * 7 + MLFS_DIGEST_MAX)
-#define ENT_SIZE 56u
+#define ENT_SIZE 64u
 #define XATTR_SIZE 12u
 #define CHUNK_SIZE 72u
 #define TRAILER_SIZE MLFS_DIGEST_MAX
@@ -111,6 +114,7 @@ static void write_all(struct writer *w, const struct mlfs_layer *l)
 		put16(w, e->n_xattrs);
 		uint8_t kp[2] = { e->kind, 0 };
 		put(w, kp, 2);
+		put64(w, e->stored);
 	}
 	for (size_t i = 0; i < l->n_xattrs; i++) {
 		put32(w, l->xattrs[i].name);
@@ -211,7 +215,7 @@ static int validate(const struct mlfs_layer *l)
 		if ((uint64_t)e->xattr_first + e->n_xattrs > l->n_xattrs)
 			return -EBADMSG;
 		if (e->kind == MLFS_ENTRY_REG &&
-		    (e->size > l->data_size || e->data_off > l->data_size - e->size))
+		    (e->size > l->data_size || e->data_off > l->data_size - e->size || e->stored > e->size))
 			return -EBADMSG;
 	}
 	for (size_t i = 0; i < l->n_xattrs; i++) {
@@ -285,6 +289,7 @@ static int decode(struct mlfs_layer *l, const unsigned char *p, size_t size)
 		e->xattr_first = get32(q + 48);
 		e->n_xattrs = get16(q + 52);
 		e->kind = q[54];
+		e->stored = get64(q + 56);
 	}
 	for (size_t i = 0; i < n_x; i++, q += XATTR_SIZE) {
 		l->xattrs[i].name = get32(q);

@@ -8,9 +8,10 @@ struct archive_entry;
 
 #define MLFS_NO_STR UINT32_MAX
 
-/* One entry as the index stores it: 56 bytes, strings as arena offsets. */
+/* One entry as the index stores it: 64 bytes, strings as arena offsets. */
 struct mlfs_ient {
 	uint64_t size;
+	uint64_t stored;   /* regular files: bytes of data, not holes (<= size) */
 	uint64_t data_off; /* rdev for devices: the two never coexist */
 	int64_t mtime;
 	uint32_t path;     /* arena offset, NUL-terminated */

@@ -288,6 +288,7 @@ void mlfs_layer_entry(const struct mlfs_layer *l, size_t i, struct mlfs_entry *o
 		.data_off = dev ? 0 : e->data_off,
 		.link = e->link == MLFS_NO_STR ? NULL : l->arena + e->link,
 		.n_xattrs = e->n_xattrs,
+		.stored = e->kind == MLFS_ENTRY_REG ? e->stored : 0,
 	};
 }
 

@@ -98,6 +98,7 @@ struct mlfs_entry {
 	uint64_t data_off;      /* regular files: where the bytes start in the data file */
 	const char *link;       /* symlink target or hardlink target path; NULL otherwise */
 	uint32_t n_xattrs;
+	uint64_t stored;        /* regular files: bytes of data, holes not counted (st_blocks) */
 };
 
 struct mlfs_layer;
