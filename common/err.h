@@ -5,6 +5,8 @@
 #pragma once
 #include <stddef.h>
 
+#include "common/escape.h" /* mlfs_printable(), for quoting untrusted text in a message */
+
 struct mlfs_err {
 	int code;        /* positive errno, 0 when unset */
 	char msg[1024];
@@ -20,7 +22,3 @@ int mlfs_err_wrap(struct mlfs_err *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 void mlfs_err_clear(struct mlfs_err *err);
-
-/* Untrusted text quoted in a message: at most len-1 bytes, non-printable
- * bytes as '?', "..." when cut; returns buf. */
-const char *mlfs_printable(const char *s, char *buf, size_t len);

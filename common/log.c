@@ -1,5 +1,7 @@
 #include "common/log.h"
 
+#include "common/escape.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -68,11 +70,15 @@ void mlfs_log(enum mlfs_log_level level, enum mlfs_log_area area, const char *fm
 		return;
 	static const char *const names[] = { "error", "warning", "info", "debug" };
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
-	char line[2048];
+	/* Log lines quote tar names, config strings, URLs and servers' text:
+	 * escaped here, once for every caller, so none of it reaches the
+	 * terminal or syslog as a control sequence or a second line. */
+	char raw[2048], line[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
+	vsnprintf(raw, sizeof raw, fmt, ap);
 	va_end(ap);
+	mlfs_escape(raw, strlen(raw), 0, line, sizeof line);
 	if (cfg.syslog)
 		syslog(prio[level], "%s", line);
 	else

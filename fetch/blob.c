@@ -240,8 +240,11 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 			r = mlfs_registry_get_blob(reg, path, desc->digest, s.have, blob_write, &s, err);
 	}
 	/* Foreign and non-distributable layers live at their URLs, not in the
-	 * registry: each is tried in turn; the digest check below is the same. */
-	for (char **u = desc->urls; r == -ENOENT && u && *u; u++) {
+	 * registry: each is tried in turn (one refused by the address rule
+	 * too: the next may be fine); the digest check below is the same. */
+	bool from_registry = true;
+	for (char **u = desc->urls; (r == -ENOENT || (r == -EPERM && !from_registry)) && u && *u; u++) {
+		from_registry = false;
 		log_info(MLFS_AREA_FETCH, "%s is not in the registry: trying %s", desc->digest, *u);
 		if (lseek(fd, s.have, SEEK_SET) < 0)
 			r = -errno;

@@ -4,6 +4,7 @@
  * once into struct mlfs_config; other fields (history, labels, ...) ignored. */
 #include "fetch/internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -207,11 +208,17 @@ static bool parse_rfc3339(const char *s, int64_t *out)
 	if (*p == 'Z' || *p == 'z') {
 		p++;
 	} else if (*p == '+' || *p == '-') {
-		int hh, mm;
-		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+		/* Exactly "hh:mm", byte by byte: each test stops at the NUL, where
+		 * sscanf("%2d:%2d") took "+1:2" and the skip of 6 left the string. */
+		const char *t = p + 1;
+		if (!isdigit((unsigned char)t[0]) || !isdigit((unsigned char)t[1]) || t[2] != ':' ||
+		    !isdigit((unsigned char)t[3]) || !isdigit((unsigned char)t[4]))
+			return false;
+		int hh = (t[0] - '0') * 10 + (t[1] - '0'), mm = (t[3] - '0') * 10 + (t[4] - '0');
+		if (hh > 23 || mm > 59)
 			return false;
 		offset = (hh * 60L + mm) * 60L * (*p == '-' ? -1 : 1);
-		p += 6;
+		p = t + 5;
 	} else {
 		return false;
 	}

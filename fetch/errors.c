@@ -8,6 +8,7 @@
 #include <string.h>
 #include <jansson.h>
 
+#include "common/escape.h"
 #include "fetch/internal.h"
 
 void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t buflen)
@@ -23,18 +24,13 @@ void mlfs_registry_error_text(const char *body, size_t len, char *buf, size_t bu
 	if (json_unpack(root, "{s:o}", "errors", &errors) == 0 && json_is_array(errors) &&
 	    json_array_size(errors) > 0)
 		json_unpack(json_array_get(errors, 0), "{s?s, s?s}", "code", &code, "message", &message);
+	char raw[1024] = "";
 	if (message && code)
-		snprintf(buf, buflen, "%s (%s)", message, code);
+		snprintf(raw, sizeof raw, "%s (%s)", message, code);
 	else if (message || code)
-		snprintf(buf, buflen, "%s", message ? message : code);
-	/* Strip control characters, C1 ones in UTF-8 (0xc2 0x80-0x9f) too:
-	 * this text is the server's, shown on a terminal. */
-	for (unsigned char *p = (unsigned char *)buf; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
-			p[0] = p[1] = ' ';
-	}
+		snprintf(raw, sizeof raw, "%s", message ? message : code);
+	/* This text is the server's, shown on a terminal. */
+	mlfs_escape(raw, strlen(raw), 0, buf, buflen);
 	json_decref(root);
 }
 

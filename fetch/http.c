@@ -9,7 +9,24 @@
  * Why retries resume: a blob streamed into a sink has already handed its
  * first bytes on when the connection drops, so a retry asks for the rest
  * with Range and, if the server ignores Range and answers 200, skips what
- * the sink already has.  The sink sees one continuous stream. */
+ * the sink already has.  The sink sees one continuous stream.
+ *
+ * Why every hop is checked (netpolicy.c has the rule): a redirect, a token
+ * realm or a layer URL may name any host.  Each hop must be http(s), never
+ * steps down from https to http, and, when it is not the registry itself,
+ * may reach only the addresses the rule allows.  The rule is applied to the
+ * address a connection really uses (CURLOPT_OPENSOCKETFUNCTION before
+ * connecting, CURLOPT_PREREQFUNCTION for a reused connection), so a name
+ * that resolves one way when checked and another when connecting (DNS
+ * rebinding) gains nothing.  Behind a proxy the proxy resolves names: then
+ * the name is resolved and checked here first, and the proxy is where any
+ * stricter egress rule belongs.
+ *
+ * Why extra CAs go into OpenSSL's store: CURLOPT_CAINFO_BLOB replaces
+ * libcurl's default CA bundle, and a copy of "the system bundle" read from
+ * one distribution's path is no bundle at all on the others.  Adding the
+ * certs.d CAs to the X509_STORE libcurl has already filled from its
+ * defaults (CURLOPT_SSL_CTX_FUNCTION) keeps the system's trust as it is. */
 #include "fetch/internal.h"
 
 #include <ctype.h>
@@ -19,8 +36,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -28,12 +51,12 @@
 #define ERROR_BODY_MAX (64u << 10)
 #define MAX_REDIRECTS 10
 #define RETRY_AFTER_CAP_S 60
-#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
 struct mlfs_http {
 	struct mlfs_http_opts opts;
-	char *ca_blob;        /* system bundle + extra CAs, when extra CAs were given */
-	size_t ca_blob_len;
+	STACK_OF(X509) *extra_cas; /* certs.d CAs, added to the system's; NULL when none */
+	char *home;           /* the registry's host as curl spells it ("[::1]"), or NULL */
+	int home_class;       /* enum mlfs_addr_class of home, -1 until needed (atomic) */
 	pthread_mutex_t lock; /* protects pool */
 	CURL *pool[8];
 	size_t n_pool;
@@ -42,27 +65,22 @@ struct mlfs_http {
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-static int read_file_append(const char *path, char **buf, size_t *len)
+/* The CAs of a PEM text; other PEM blocks are skipped. */
+static STACK_OF(X509) *parse_cas(const char *pem)
 {
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	char chunk[16384];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-		char *nb = realloc(*buf, *len + n + 2);
-		if (!nb)
-			return -ENOMEM;
-		*buf = nb;
-		memcpy(*buf + *len, chunk, n);
-		*len += n;
-		(*buf)[*len] = '\0';
+	STACK_OF(X509) *sk = sk_X509_new_null();
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	X509 *x;
+	while (sk && bio && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+		if (!sk_X509_push(sk, x))
+			X509_free(x);
+	ERR_clear_error(); /* the end of the text reads as an error */
+	BIO_free(bio);
+	if (sk && sk_X509_num(sk) == 0) {
+		sk_X509_free(sk);
+		sk = NULL;
 	}
-	if (*buf) {
-		(*buf)[(*len)++] = '\n'; /* room reserved above */
-		(*buf)[*len] = '\0';
-	}
-	return 0;
+	return sk;
 }
 
 int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out)
@@ -84,20 +102,17 @@ int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out)
 		h->opts.client_cert = strdup(opts->client_cert);
 	if (opts->client_key)
 		h->opts.client_key = strdup(opts->client_key);
-	/* CURLOPT_CAINFO_BLOB replaces the default bundle, so extra CAs ride on
-	 * top of the system's rather than instead of them. */
-	if (opts->ca_pem) {
-		(void)read_file_append(SYSTEM_CA_BUNDLE, &h->ca_blob, &h->ca_blob_len);
-		size_t n = strlen(opts->ca_pem);
-		char *nb = realloc(h->ca_blob, h->ca_blob_len + n + 1);
-		if (!nb) {
-			mlfs_http_free(h);
-			return -ENOMEM;
-		}
-		h->ca_blob = nb;
-		memcpy(h->ca_blob + h->ca_blob_len, opts->ca_pem, n + 1);
-		h->ca_blob_len += n;
+	h->opts.home_host = NULL;
+	h->home_class = -1;
+	if (opts->home_host) {
+		/* Spelt as curl spells a URL's host, so that hops compare equal. */
+		char url[600], scheme[16], host[512];
+		snprintf(url, sizeof url, "http://%s/", opts->home_host);
+		if (mlfs_url_scheme_host(url, scheme, sizeof scheme, host, sizeof host) == 0)
+			h->home = strdup(host);
 	}
+	if (opts->ca_pem && !(h->extra_cas = parse_cas(opts->ca_pem)))
+		log_warn(MLFS_AREA_FETCH, "the CA files in certs.d hold no certificate that could be read");
 	*out = h;
 	return 0;
 }
@@ -111,7 +126,9 @@ void mlfs_http_free(struct mlfs_http *h)
 	pthread_mutex_destroy(&h->lock);
 	free((char *)h->opts.client_cert);
 	free((char *)h->opts.client_key);
-	free(h->ca_blob);
+	if (h->extra_cas)
+		sk_X509_pop_free(h->extra_cas, X509_free);
+	free(h->home);
 	free(h);
 }
 
@@ -166,6 +183,11 @@ struct xfer {
 	bool too_big;
 	bool bad_range;
 	bool range_ignored;     /* a bounded range answered with the whole body */
+	/* The address rule for this hop (netpolicy.c), applied by the socket callbacks. */
+	bool check_addr;
+	bool foreign;
+	enum mlfs_addr_class home_class;
+	char refused[INET6_ADDRSTRLEN + 32]; /* "10.0.0.1 (private)": what a callback refused */
 };
 
 static char *header_value(const char *line, size_t len, const char *name)
@@ -407,6 +429,55 @@ static void backoff_sleep(int attempt, long retry_after_s)
 		;
 }
 
+/* certs.d CAs on top of what libcurl loaded from its defaults. */
+static CURLcode add_extra_cas(CURL *c, void *ssl_ctx, void *priv)
+{
+	(void)c;
+	struct mlfs_http *h = priv;
+	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
+	for (int i = 0; store && i < sk_X509_num(h->extra_cas); i++)
+		X509_STORE_add_cert(store, sk_X509_value(h->extra_cas, i)); /* a duplicate is fine */
+	ERR_clear_error();
+	return CURLE_OK;
+}
+
+static bool addr_refused(struct xfer *x, enum mlfs_addr_class c, const char *text)
+{
+	if (mlfs_dest_allowed(c, x->home_class, x->foreign))
+		return false;
+	snprintf(x->refused, sizeof x->refused, "%s (%s)", text, mlfs_addr_class_name(c));
+	return true;
+}
+
+/* Before connecting: the address curl is about to use, after its own resolution. */
+static curl_socket_t open_checked(void *priv, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct xfer *x = priv;
+	if (x->check_addr && purpose == CURLSOCKTYPE_IPCXN) {
+		char text[INET6_ADDRSTRLEN] = "?";
+		const void *ip = a->family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
+						       : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+		if (a->family == AF_INET || a->family == AF_INET6)
+			inet_ntop(a->family, ip, text, sizeof text);
+		if (addr_refused(x, mlfs_addr_classify(&a->addr), text))
+			return CURL_SOCKET_BAD; /* curl tries the name's next address, if any */
+	}
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Before sending: the peer of the connection, new or reused. */
+static int prereq_checked(void *priv, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	(void)local_ip, (void)primary_port, (void)local_port;
+	struct xfer *x = priv;
+	if (!x->check_addr)
+		return CURL_PREREQFUNC_OK;
+	enum mlfs_addr_class c;
+	if (mlfs_ip_literal_class(primary_ip, &c) < 0)
+		c = MLFS_ADDR_SPECIAL;
+	return addr_refused(x, c, primary_ip) ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
 static void setup_handle(struct mlfs_http *h, CURL *c, struct xfer *x, const char *url,
 			 struct curl_slist *headers, char *errbuf, bool same_origin)
 {
@@ -432,9 +503,15 @@ static void setup_handle(struct mlfs_http *h, CURL *c, struct xfer *x, const cha
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
-	if (h->ca_blob) {
-		struct curl_blob blob = { h->ca_blob, h->ca_blob_len, CURL_BLOB_NOCOPY };
-		curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
+	if (h->extra_cas) {
+		curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, add_extra_cas);
+		curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, h);
+	}
+	if (x->check_addr) {
+		curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_checked);
+		curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, x);
+		curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, prereq_checked);
+		curl_easy_setopt(c, CURLOPT_PREREQDATA, x);
 	}
 	if (h->opts.client_cert && same_origin)
 		curl_easy_setopt(c, CURLOPT_SSLCERT, h->opts.client_cert);
@@ -492,6 +569,114 @@ static CURLcode perform_hop(struct mlfs_http *h, CURL *c, struct xfer *x, const 
 	return cc;
 }
 
+bool mlfs_http_insecure(const struct mlfs_http *h)
+{
+	return h->opts.any_destination;
+}
+
+static bool host_is_home(const struct mlfs_http *h, const char *host)
+{
+	return h->home && !strcasecmp(host, h->home);
+}
+
+bool mlfs_http_is_home(struct mlfs_http *h, const char *url)
+{
+	char scheme[16], host[512];
+	return mlfs_url_scheme_host(url, scheme, sizeof scheme, host, sizeof host) == 0 && host_is_home(h, host);
+}
+
+/* The class of the registry's own address: what its redirects and realm
+ * may share (netpolicy.c).  A name whose addresses disagree counts as
+ * public, the strictest reading. */
+static enum mlfs_addr_class home_class(struct mlfs_http *h)
+{
+	int c = __atomic_load_n(&h->home_class, __ATOMIC_ACQUIRE);
+	if (c >= 0)
+		return (enum mlfs_addr_class)c;
+	unsigned mask = 0;
+	c = MLFS_ADDR_PUBLIC;
+	if (h->home && mlfs_host_classes(h->home, &mask) == 0 && mask && !(mask & (mask - 1)))
+		c = __builtin_ctz(mask);
+	__atomic_store_n(&h->home_class, c, __ATOMIC_RELEASE);
+	return (enum mlfs_addr_class)c;
+}
+
+/* Whether libcurl sends a URL of this scheme through a proxy from the
+ * environment (its rules, no_proxy aside: counting a host it exempts as
+ * proxied only costs the check of the connected address). */
+static bool proxy_in_env(const char *scheme)
+{
+	const char *v = NULL;
+	if (!strcasecmp(scheme, "http")) {
+		v = getenv("http_proxy"); /* never HTTP_PROXY: CGI sets it from a request header */
+	} else {
+		v = getenv("https_proxy");
+		if (!v || !*v)
+			v = getenv("HTTPS_PROXY");
+	}
+	if (!v || !*v)
+		v = getenv("all_proxy");
+	if (!v || !*v)
+		v = getenv("ALL_PROXY");
+	return v && *v;
+}
+
+static int refuse(const struct mlfs_http_request *req, const char *url, const char *where, struct mlfs_err *err)
+{
+	int n = (int)strcspn(url, "?"); /* a query may carry a signature */
+	if (req->foreign)
+		return mlfs_err_set(err, EPERM, "refusing to fetch a layer from %.*s: it leads to %s, not a public "
+				    "address (a layer URL must be public; --insecure allows any)", n, url, where);
+	return mlfs_err_set(err, EPERM, "refusing to connect to %.*s: it leads to %s, which is neither the "
+			    "registry's host nor public (--insecure allows it if you trust this registry)", n, url,
+			    where);
+}
+
+/* What one hop may do, decided before it starts: 0 (and x->check_addr
+ * when the socket callbacks must check the address), or -EPERM + err. */
+static int hop_policy(struct mlfs_http *h, const struct mlfs_http_request *req, const char *url, bool was_https,
+		      struct xfer *x, struct mlfs_err *err)
+{
+	char scheme[16], host[512];
+	int n = (int)strcspn(url, "?");
+	x->check_addr = false;
+	x->refused[0] = '\0';
+	if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
+		return mlfs_err_set(err, EPERM, "refusing %.*s: only http:// and https:// URLs are fetched", n, url);
+	if (mlfs_url_scheme_host(url, scheme, sizeof scheme, host, sizeof host) < 0)
+		return mlfs_err_set(err, EINVAL, "invalid URL %.*s", n, url);
+	bool https = !strcasecmp(scheme, "https");
+	if (was_https && !https)
+		return mlfs_err_set(err, EPERM, "refusing a redirect from https down to plain http (%.*s)", n, url);
+	if (h->opts.any_destination || (!req->foreign && host_is_home(h, host)))
+		return 0;
+	x->foreign = req->foreign;
+	x->home_class = home_class(h);
+	char where[sizeof host + 32];
+	enum mlfs_addr_class c;
+	if (mlfs_ip_literal_class(host, &c) == 0 && !mlfs_dest_allowed(c, x->home_class, x->foreign)) {
+		snprintf(where, sizeof where, "%s (%s)", host, mlfs_addr_class_name(c));
+		return refuse(req, url, where, err);
+	}
+	if (!proxy_in_env(scheme)) {
+		x->check_addr = true;
+		return 0;
+	}
+	/* The proxy connects, not us: check the name as our resolver sees it.
+	 * A name it cannot resolve is left to the proxy (where local DNS
+	 * knows no outside names, the proxy is the only way out). */
+	unsigned mask = 0;
+	if (mlfs_host_classes(host, &mask) < 0)
+		return 0;
+	for (int k = 0; k <= MLFS_ADDR_SPECIAL; k++) {
+		if ((mask & (1u << k)) && !mlfs_dest_allowed(k, x->home_class, x->foreign)) {
+			snprintf(where, sizeof where, "%s (%s)", host, mlfs_addr_class_name(k));
+			return refuse(req, url, where, err);
+		}
+	}
+	return 0;
+}
+
 int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		   struct mlfs_http_response *resp, struct mlfs_err *err)
 {
@@ -511,14 +696,21 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		CURLcode cc = CURLE_OK;
 		int hops = 0;
 		mlfs_http_response_clear(resp);
-		bool same = true;
+		bool same = true, was_https = false;
 		for (;;) {
 			char here[1024];
 			same = url_origin(url, here, sizeof here) == 0 && !strcmp(here, origin);
+			if ((r = hop_policy(h, req, url, was_https, &x, err)) < 0)
+				goto out;
+			was_https = was_https || !strncasecmp(url, "https:", 6);
 			/* Only the path: a redirect target's query may carry a signature. */
 			log_debug(MLFS_AREA_FETCH, "%s %.*s%s", req->post_form ? "POST" : "GET", (int)strcspn(url, "?"),
 				  url, same && req->authorization ? " (with credentials)" : "");
 			cc = perform_hop(h, c, &x, url, same, errbuf);
+			if (x.refused[0] && cc != CURLE_OK) { /* not when another address of the name worked */
+				r = refuse(req, url, x.refused, err);
+				goto out;
+			}
 			if (cc != CURLE_OK || x.status < 300 || x.status >= 400 || !x.location)
 				break;
 			if (++hops > MAX_REDIRECTS) {
@@ -590,30 +782,6 @@ out:
 	free(x.location);
 	handle_give(h, c);
 	return r;
-}
-
-bool mlfs_host_is_loopback(const char *hostport)
-{
-	char host[256];
-	if (hostport[0] == '[') {
-		const char *end = strchr(hostport, ']');
-		if (!end || (size_t)(end - hostport - 1) >= sizeof host)
-			return false;
-		memcpy(host, hostport + 1, (size_t)(end - hostport - 1));
-		host[end - hostport - 1] = '\0';
-		return !strcmp(host, "::1");
-	}
-	size_t n = strcspn(hostport, ":");
-	if (n >= sizeof host)
-		return false;
-	memcpy(host, hostport, n);
-	host[n] = '\0';
-	if (!strcasecmp(host, "localhost"))
-		return true;
-	unsigned a, b, c, d;
-	char tail;
-	return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) == 4 && a == 127 && b < 256 &&
-	       c < 256 && d < 256;
 }
 
 int mlfs_url_scheme_host(const char *url, char *scheme, size_t slen, char *host, size_t hlen)

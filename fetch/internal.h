@@ -19,6 +19,8 @@ struct mlfs_http_opts {
 	const char *ca_pem;       /* extra CAs (PEM text) trusted on top of the system's, or NULL */
 	const char *client_cert;  /* PEM file paths from certs.d, or NULL */
 	const char *client_key;
+	const char *home_host;    /* the registry's "host[:port]": reached whatever its address */
+	bool any_destination;     /* insecure: no address rule for other hosts (netpolicy.c) */
 };
 
 struct mlfs_http;
@@ -40,6 +42,8 @@ struct mlfs_http_request {
 	mlfs_sink_fn sink;
 	void *priv;
 	size_t max_body;
+	bool foreign;                /* a URL from an image (a layer's urls): public addresses
+				      * only, even on the registry's own host (netpolicy.c) */
 };
 
 struct mlfs_http_response {
@@ -57,11 +61,39 @@ struct mlfs_http_response {
 int mlfs_http_send(struct mlfs_http *http, const struct mlfs_http_request *req,
 		   struct mlfs_http_response *resp, struct mlfs_err *err);
 void mlfs_http_response_clear(struct mlfs_http_response *resp);
+/* Whether a URL's host is the registry's own (home_host, any port). */
+bool mlfs_http_is_home(struct mlfs_http *http, const char *url);
+bool mlfs_http_insecure(const struct mlfs_http *http);
 
 /* Scheme and host (no port, IPv6 with brackets) of a URL, as curl parses it. */
 int mlfs_url_scheme_host(const char *url, char *scheme, size_t slen, char *host, size_t hlen);
-/* Whether a host ("127.0.0.1:5000", "[::1]:5000", "localhost") is loopback by name. */
+
+/* ---- netpolicy.c: which destinations a request may reach ---------------- */
+
+enum mlfs_addr_class {
+	MLFS_ADDR_PUBLIC,     /* global unicast */
+	MLFS_ADDR_PRIVATE,    /* RFC 1918, CGNAT, ULA fc00::/7, ... */
+	MLFS_ADDR_LOOPBACK,   /* 127/8, ::1, and 0.0.0.0 / :: (they reach this host too) */
+	MLFS_ADDR_LINKLOCAL,  /* 169.254/16, fe80::/10, cloud metadata addresses */
+	MLFS_ADDR_SPECIAL,    /* multicast, reserved, broadcast, not IP */
+};
+
+struct sockaddr;
+enum mlfs_addr_class mlfs_addr_classify(const struct sockaddr *sa);
+/* An IP literal ("10.0.0.1", "::1", "[::1]", "fe80::1%eth0"), parsed with
+ * inet_pton only: 0 and its class, -EINVAL for anything else (a name). */
+int mlfs_ip_literal_class(const char *host, enum mlfs_addr_class *out);
+/* The classes (bits 1 << class) of a literal, or of every address a name
+ * resolves to; -EHOSTUNREACH when it does not resolve. */
+int mlfs_host_classes(const char *host, unsigned *mask);
+/* Whether a host ("127.0.0.1:5000", "[::1]:5000", "localhost") is loopback
+ * by itself, without DNS: "localhost" or a loopback IP literal. */
 bool mlfs_host_is_loopback(const char *hostport);
+/* The rule: a destination other than the registry is reached when public,
+ * or, for what the registry chose (not `foreign` URLs from an image), when
+ * in the same private or loopback class as the registry itself. */
+bool mlfs_dest_allowed(enum mlfs_addr_class dest, enum mlfs_addr_class home, bool foreign);
+const char *mlfs_addr_class_name(enum mlfs_addr_class c);
 
 /* ---- token.c: bearer tokens -------------------------------------------- */
 

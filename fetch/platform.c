@@ -20,6 +20,8 @@
  * amd64 micro-architecture level). */
 #include "fetch/fetch.h"
 
+#include "common/escape.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -133,32 +135,16 @@ static bool component_ok(const char *s, size_t n, bool dots)
 static int platform_fail(struct mlfs_err *err, const char *input, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* Input goes into a one-line message: control bytes and overlong input
- * must not break that line. */
-static void sanitize(const char *s, bool quotes, char *buf, size_t len)
-{
-	size_t o = 0;
-	for (; *s && o + 8 < len; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c < 0x20 || c >= 0x7f || (quotes && (c == '"' || c == '\\')))
-			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
-		else
-			buf[o++] = (char)c;
-	}
-	if (*s)
-		o += (size_t)snprintf(buf + o, len - o, "...");
-	buf[o] = '\0';
-}
-
 static int platform_fail(struct mlfs_err *err, const char *input, const char *fmt, ...)
 {
 	char q[160], what[512], clean[512];
 	va_list ap;
-	sanitize(input, true, q, sizeof q);
+	/* Input goes into a one-line message, between quotes. */
+	mlfs_escape(input, strlen(input), MLFS_ESC_QUOTES, q, sizeof q);
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof what, fmt, ap);
 	va_end(ap);
-	sanitize(what, false, clean, sizeof clean);
+	mlfs_escape(what, strlen(what), 0, clean, sizeof clean);
 	return mlfs_err_set(err, EINVAL, "invalid platform \"%s\": %s", q, clean);
 }
 

@@ -22,6 +22,8 @@
  * string; either way it is an image ID pasted by mistake). */
 #include "fetch/fetch.h"
 
+#include "common/escape.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -51,24 +53,6 @@ static bool is_hex(char c)
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-/* Input goes into a one-line message: control bytes and overlong input
- * must not break that line.  `quotes` also escapes quotes and backslashes
- * in text shown between quotes. */
-static void sanitize(const char *s, size_t n, bool quotes, char *buf, size_t len)
-{
-	size_t o = 0, i = 0;
-	for (; i < n && o + 8 < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c >= 0x7f || (quotes && (c == '"' || c == '\\')))
-			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
-		else
-			buf[o++] = (char)c;
-	}
-	if (i < n)
-		o += (size_t)snprintf(buf + o, len - o, "...");
-	buf[o] = '\0';
-}
-
 static int ref_fail(struct mlfs_err *err, const char *input, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -76,11 +60,12 @@ static int ref_fail(struct mlfs_err *err, const char *input, const char *fmt, ..
 {
 	char q[256], what[512], clean[512];
 	va_list ap;
-	sanitize(input, strlen(input), true, q, sizeof q);
+	/* Input goes into a one-line message, between quotes. */
+	mlfs_escape(input, strlen(input), MLFS_ESC_QUOTES, q, sizeof q);
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof what, fmt, ap);
 	va_end(ap);
-	sanitize(what, strlen(what), false, clean, sizeof clean);
+	mlfs_escape(what, strlen(what), 0, clean, sizeof clean);
 	return mlfs_err_set(err, EINVAL, "invalid reference \"%s\": %s", q, clean);
 }
 

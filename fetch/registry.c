@@ -119,6 +119,8 @@ int mlfs_registry_new(const struct mlfs_ref *ref, const struct mlfs_registry_opt
 		.ca_pem = ca_pem,
 		.client_cert = cert,
 		.client_key = key,
+		.home_host = reg->api_host,
+		.any_destination = opts->insecure,
 	};
 	int r = mlfs_http_new(&hopts, &reg->http);
 	if (r == 0)
@@ -470,20 +472,23 @@ int mlfs_registry_get_range(struct mlfs_registry *reg, const char *path, const c
 int mlfs_registry_get_url(struct mlfs_registry *reg, const char *url, off_t offset, mlfs_sink_fn sink,
 			  void *priv, struct mlfs_err *err)
 {
-	/* A foreign layer's URL is another server: no registry credentials go there. */
-	/* The same rule as for registries: plain HTTP only to loopback or when insecure. */
-	char scheme[16], host[256];
+	/* A foreign layer's URL is another server: no registry credentials go
+	 * there.  It comes from the image, not the registry: https only, and
+	 * only to public addresses (netpolicy.c), unless insecure. */
+	char scheme[16], host[256], shown[512];
+	mlfs_printable(url, shown, sizeof shown);
 	if (mlfs_url_scheme_host(url, scheme, sizeof scheme, host, sizeof host) < 0)
-		return mlfs_err_set(err, EINVAL, "layer URL \"%s\" is not a URL", url);
-	bool http = !strcmp(scheme, "http");
-	if (strcmp(scheme, "https") && !(http && (reg->insecure || mlfs_host_is_loopback(host))))
+		return mlfs_err_set(err, EINVAL, "layer URL \"%s\" is not a URL", shown);
+	if (strcmp(scheme, "https") && !(reg->insecure && !strcmp(scheme, "http")))
 		return mlfs_err_set(err, EPERM, "refusing to fetch a layer from %s: only https:// URLs "
-				    "(http:// with --insecure)", url);
-	struct mlfs_http_request req = { .url = url, .sink = sink, .priv = priv, .range_start = offset };
+				    "(http:// with --insecure)", shown);
+	struct mlfs_http_request req = { .url = url, .sink = sink, .priv = priv, .range_start = offset,
+					 .foreign = true };
 	struct mlfs_http_response resp = { 0 };
 	int r = mlfs_http_send(reg->http, &req, &resp, err);
 	if (r == 0 && resp.status != 200 && resp.status != 206)
-		r = mlfs_err_set(err, resp.status == 404 ? ENOENT : EIO, "layer URL %s: HTTP %ld", url, resp.status);
+		r = mlfs_err_set(err, resp.status == 404 ? ENOENT : EIO, "layer URL %.*s: HTTP %ld",
+				 (int)strcspn(shown, "?"), shown, resp.status);
 	mlfs_http_response_clear(&resp);
 	return r;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -193,6 +194,22 @@ int mlfs_token_get(struct mlfs_token_cache *tc, struct mlfs_http *http, const st
 			return mlfs_err_set(err, ENOMEM, "out of memory");
 	}
 
+	/* Credentials never cross a network in clear: a plain-HTTP realm gets
+	 * them only on loopback, or on the registry's own host when the user
+	 * marked it insecure (its requests carry them in clear already). */
+	if ((basic || form) && !strncasecmp(url, "http:", 5)) {
+		char scheme[16], host[512];
+		bool ok = mlfs_url_scheme_host(url, scheme, sizeof scheme, host, sizeof host) == 0 &&
+			  (mlfs_host_is_loopback(host) || (mlfs_http_insecure(http) && mlfs_http_is_home(http, url)));
+		if (!ok) {
+			if (basic)
+				OPENSSL_cleanse(basic, strlen(basic));
+			if (form)
+				OPENSSL_cleanse(form, strlen(form));
+			return mlfs_err_set(err, EPERM, "refusing to send credentials to the plain-HTTP token realm %s: "
+					    "the registry must name an https:// realm", ch->realm);
+		}
+	}
 	struct mlfs_http_request req = { .url = url, .authorization = basic, .post_form = form,
 					 .accept = "application/json", .max_body = TOKEN_MAX_BODY };
 	struct mlfs_http_response resp = { 0 };

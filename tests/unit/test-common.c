@@ -1,10 +1,54 @@
 /* common/: digests and one-line error messages. */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/digest.h"
 #include "common/err.h"
+#include "common/log.h"
 #include "tap.h"
+
+/* The one sanitiser, as every message and log line uses it: C0, DEL and
+ * C1 controls (raw, or CSI as UTF-8 U+009B) never reach a terminal; what
+ * was there shows as \xNN; valid UTF-8 text stays. */
+static void test_untrusted_text(void)
+{
+	struct mlfs_err err = { 0 };
+	mlfs_err_set(&err, EPROTO, "name %s", "a\x1b[2Jb\xc2\x9b" "31mc\x9b" "1md");
+	tap_ok(!strchr(err.msg, 0x1b) && !strstr(err.msg, "\xc2\x9b") && !strchr(err.msg, (char)0x9b),
+	       "err: no ESC, no C1 (raw or UTF-8)");
+	tap_is_str(err.msg, "name a\\x1b[2Jb\\xc2\\x9b31mc\\x9b1md", "err: controls shown as \\xNN");
+	mlfs_err_set(&err, EPROTO, "caf\xc3\xa9 \xe6\x97\xa5");
+	tap_is_str(err.msg, "caf\xc3\xa9 \xe6\x97\xa5", "err: UTF-8 text kept");
+	mlfs_err_set(&err, EPROTO, "%s", "abc\xe2\x80\xaexyz");
+	tap_is_str(err.msg, "abc\\xe2\\x80\\xaexyz", "err: bidi override escaped");
+
+	char buf[64];
+	tap_is_str(mlfs_printable("a\x1b" "b\x7f" "c\td", buf, sizeof buf), "a\\x1bb\\x7fc\\x09d",
+		   "printable: escapes");
+	tap_is_str(mlfs_printable("\xc3\xa9t\xc3\xa9", buf, sizeof buf), "\xc3\xa9t\xc3\xa9", "printable: UTF-8 kept");
+	tap_is_str(mlfs_printable("\xff\xc0\xaf", buf, sizeof buf), "\\xff\\xc0\\xaf", "printable: bad UTF-8 escaped");
+
+	/* The logger escapes every line, whoever calls it. */
+	char path[] = "/tmp/mlfs-test-log-XXXXXX";
+	int fd = mkstemp(path), saved = dup(2);
+	unlink(path);
+	fflush(stderr);
+	dup2(fd, 2);
+	mlfs_log_setup(MLFS_LOG_WARN, 0, false);
+	log_warn(MLFS_AREA_FETCH, "tar name %s!", "evil\x1b]0;title\x07\nsecond line\xc2\x9b");
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	char got[512] = "";
+	ssize_t n = pread(fd, got, sizeof got - 1, 0);
+	close(fd);
+	got[n > 0 ? n : 0] = '\0';
+	tap_is_str(got, "mlfs: warning: tar name evil\\x1b]0;title\\x07\\x0asecond line\\xc2\\x9b!\n",
+		   "log: one escaped line");
+}
 
 int main(void)
 {
@@ -25,6 +69,10 @@ int main(void)
 	tap_is_int(mlfs_err_set(&err, EPROTO, "near '%s'", "a\nb\r\x1b[2J"), -EPROTO, "err_set returns -code");
 	tap_ok(!strpbrk(err.msg, "\n\r\x1b"), "control characters removed: %s", err.msg);
 	mlfs_err_wrap(&err, "ctx\n%d", 1);
-	tap_ok(!strchr(err.msg, '\n') && !strncmp(err.msg, "ctx 1: near", 11), "wrap keeps one line: %s", err.msg);
+	/* Control characters are escaped (common/escape.c), not blanked: the
+	 * line still shows what was there. */
+	tap_ok(!strchr(err.msg, '\n') && !strncmp(err.msg, "ctx\\x0a1: near", 14), "wrap keeps one line: %s",
+	       err.msg);
+	test_untrusted_text();
 	return tap_done();
 }

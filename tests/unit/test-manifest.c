@@ -442,6 +442,21 @@ static void test_config_created(void)
 		{ "\"2024-01-11 05:47:33\"", false, 0 },
 		{ "\"yesterday\"", false, 0 },
 		{ "null", false, 0 },
+		/* Offsets that are not exactly "hh:mm": the parser used to take
+		 * "+1:2" with sscanf and skip 6 bytes from the sign, past the end
+		 * of the string (ASan: heap-buffer-overflow), and accepted
+		 * "+1:23Z" because that skip landed on its NUL. */
+		{ "\"2024-01-11T05:47:33+1:2\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+1:23Z\"", false, 0 },
+		{ "\"2024-01-11T05:47:33-1:2Z\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+01:0\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+01\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+01:00x\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+0a:00\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+24:00\"", false, 0 },
+		{ "\"2024-01-11T05:47:33+01:60\"", false, 0 },
+		{ "\"2024-01-11T05:47:33.123+00:00\"", true, 1704952053 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char s[512];
