@@ -81,14 +81,13 @@ static int fail(struct ctx *c, int code, const char *fmt, ...) __attribute__((fo
 static int fail(struct ctx *c, int code, const char *fmt, ...)
 {
 	if (c->msg && c->msglen) {
+		char raw[1024];
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(c->msg, c->msglen, fmt, ap);
+		vsnprintf(raw, sizeof raw, fmt, ap);
 		va_end(ap);
 		/* one line, whatever the input or jansson put in it */
-		for (char *p = c->msg; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = ' ';
+		mlfs_escape(raw, strlen(raw), 0, c->msg, c->msglen);
 	}
 	return -code;
 }

@@ -281,7 +281,7 @@ static int cmd_ls(struct cache *c, const struct cache_args *a, int argc, char **
 						     u.in_use, "layers", layers));
 	}
 	if (a->json) {
-		json_dumpf(arr, stdout, JSON_INDENT(2));
+		json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 		putchar('\n');
 		json_decref(arr);
 	} else if (!c->n_images) {
@@ -303,7 +303,7 @@ static int cmd_du(struct cache *c, const struct cache_args *a, int argc, char **
 		json_t *o = json_object();
 		for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
 			json_object_set_new(o, rows[i].name, json_integer((json_int_t)rows[i].v));
-		json_dumpf(o, stdout, JSON_INDENT(2));
+		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 		putchar('\n');
 		json_decref(o);
 	} else {

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <jansson.h>
 
+#include "common/escape.h"
+
 static json_t *string_list(char **list)
 {
 	if (!list)
@@ -64,7 +66,7 @@ static void print_list(const char *label, json_t *list)
 		printf(" (none)\n");
 		return;
 	}
-	char *s = json_dumps(list, JSON_COMPACT);
+	char *s = json_dumps(list, JSON_COMPACT | JSON_ENSURE_ASCII);
 	printf(" %s\n", s ? s : "");
 	free(s);
 }
@@ -81,28 +83,35 @@ static void print_text(json_t *j)
 		json_t *p;
 		json_array_foreach(json_object_get(j, "platforms"), i, p) {
 			const char *name = json_string_value(json_object_get(p, "platform"));
+			char safe[256];
 			printf("  %s %-16s %s\n", json_is_true(json_object_get(p, "chosen")) ? "*" : " ",
-			       name ? name : "(none)", json_string_value(json_object_get(p, "digest")));
+			       name ? mlfs_printable(name, safe, sizeof safe) : "(none)",
+			       json_string_value(json_object_get(p, "digest")));
 		}
 	}
 	printf("Manifest:   %s\n            %s\n", json_string_value(json_object_get(j, "manifest_digest")),
 	       json_string_value(json_object_get(j, "manifest_media_type")));
+	/* Everything from the image's config is untrusted text: escaped. */
 	const char *variant = json_string_value(json_object_get(cfg, "variant"));
+	const char *os = json_string_value(json_object_get(cfg, "os"));
+	const char *arch = json_string_value(json_object_get(cfg, "architecture"));
+	char s_os[128], s_arch[128], s_var[128], safe[4096];
 	printf("Config:     %s\n", json_string_value(json_object_get(cfg, "digest")));
-	printf("Platform:   %s/%s%s%s\n", json_string_value(json_object_get(cfg, "os")),
-	       json_string_value(json_object_get(cfg, "architecture")), variant ? "/" : "", variant ? variant : "");
+	printf("Platform:   %s/%s%s%s\n", mlfs_printable(os ? os : "", s_os, sizeof s_os),
+	       mlfs_printable(arch ? arch : "", s_arch, sizeof s_arch), variant ? "/" : "",
+	       variant ? mlfs_printable(variant, s_var, sizeof s_var) : "");
 	print_list("Entrypoint:", json_object_get(cfg, "entrypoint"));
 	print_list("Cmd:", json_object_get(cfg, "cmd"));
 	printf("Env:\n");
 	size_t i;
 	json_t *v;
 	json_array_foreach(json_object_get(cfg, "env"), i, v)
-		printf("  %s\n", json_string_value(v));
+		printf("  %s\n", mlfs_printable(json_string_value(v) ? json_string_value(v) : "", safe, sizeof safe));
 	printf("Layers:\n");
 	json_array_foreach(json_object_get(j, "layers"), i, v)
 		printf("  %s %10lld %s\n", json_string_value(json_object_get(v, "digest")),
 		       (long long)json_integer_value(json_object_get(v, "size")),
-		       json_string_value(json_object_get(v, "media_type")));
+		       mlfs_printable(json_string_value(json_object_get(v, "media_type")) ?: "", safe, sizeof safe));
 }
 
 int mlfs_cmd_inspect(int argc, char **argv)
@@ -122,7 +131,7 @@ int mlfs_cmd_inspect(int argc, char **argv)
 		return cli_fail(&err);
 	}
 	if (a.json) {
-		json_dumpf(j, stdout, JSON_INDENT(2));
+		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 		putchar('\n');
 	} else {
 		print_text(j);
