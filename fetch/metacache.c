@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/tmpfile.h"
 #include "fetch/internal.h"
 
 static int mkdir_parents(char *path)
@@ -42,7 +43,7 @@ static int write_atomic(const char *path, const void *buf, size_t len)
 	int r = mkdir_parents(dup);
 	if (r < 0)
 		return r;
-	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
+	_cleanup_close_ int fd = mlfs_mkstemp_locked(tmp);
 	if (fd < 0)
 		return -errno;
 	(void)flock(fd, LOCK_EX); /* a temp nobody holds is a crash's leftover */

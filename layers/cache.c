@@ -13,7 +13,8 @@
  * Locks (flock; they vanish with the process, so a crash never leaves one):
  *
  *   user of a layer     open(data) -> LOCK_SH -> nlink > 0 ? use : reopen
- *   writer of a file    mkostemp(*.tmp-*) -> LOCK_EX ... rename -> LOCK_SH
+ *   writer of a file    LOCK_EX, then named *.tmp-* ... rename -> LOCK_SH
+ *                       (mlfs_mkstemp_locked: no unlocked moment)
  *   evictor             open(data) -> LOCK_EX|LOCK_NB -> unlink index,
  *                       chunks, data -> close; EWOULDBLOCK means in use: skip
  *   cleaner of a temp   LOCK_EX|LOCK_NB on it: taken means its writer died

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/tmpfile.h"
 #include "layers/internal.h"
 
 #define MAGIC "MLFSIDX"
@@ -138,7 +139,7 @@ int mlfs_indexfile_save(const struct mlfs_layer *l, const char *path)
 	_cleanup_free_ char *tmp = NULL;
 	if (asprintf(&tmp, "%s.tmp-XXXXXX", path) < 0)
 		return -ENOMEM;
-	int fd = mkostemp(tmp, O_CLOEXEC);
+	int fd = mlfs_mkstemp_locked(tmp);
 	if (fd < 0)
 		return -errno;
 	/* Held until renamed: a temp file nobody holds is a crash's leftover
@@ -230,7 +231,8 @@ static int validate(const struct mlfs_layer *l)
 	for (size_t i = 0; i < l->n_chunks; i++) {
 		const struct mlfs_ichunk *c = &l->chunks[i];
 		if (c->data_off < end || c->len == 0 || c->len > l->data_size - c->data_off ||
-		    c->data_off > l->data_size || c->blob_off > UINT64_MAX - c->blob_len)
+		    c->data_off > l->data_size || c->blob_off > UINT64_MAX - c->blob_len ||
+		    c->blob_len > CHUNK_MAX_COMPRESSED)
 			return -EBADMSG;
 		end = c->data_off + c->len;
 	}

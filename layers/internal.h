@@ -41,6 +41,10 @@ struct mlfs_ichunk {
 	uint8_t digest[32];
 };
 
+/* A chunk's compressed bytes are fetched into one buffer: a TOC, and a
+ * cached index just as much, may not ask for more. */
+#define CHUNK_MAX_COMPRESSED (64u << 20)
+
 enum mlfs_codec { MLFS_CODEC_NONE = 0, MLFS_CODEC_GZIP = 1, MLFS_CODEC_ZSTD = 2 };
 
 struct mlfs_chunkstate;

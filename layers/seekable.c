@@ -48,7 +48,6 @@
 
 #define TOC_MAX_COMPRESSED (64u << 20)
 #define TOC_MAX (256u << 20)
-#define CHUNK_MAX_COMPRESSED (64u << 20)  /* one Range request's buffer */
 #define NO_LEN UINT64_MAX                 /* a chunk's blob length, until derived */
 
 static int fetch(const struct mlfs_blob_ranges *src, uint64_t off, size_t len, unsigned char **out,

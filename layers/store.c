@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/tmpfile.h"
 #include "layers/internal.h"
 
 /* A rename is durable only once its directory is: without this a crash
@@ -102,7 +103,7 @@ int mlfs_store_begin(const char *cache_dir, const char *key, struct mlfs_store *
 		mlfs_store_free(s);
 		return -ENOMEM;
 	}
-	s->fd = mkostemp(s->tmp_path, O_CLOEXEC);
+	s->fd = mlfs_mkstemp_locked(s->tmp_path);
 	/* Held while written: a temp file nobody holds is a crash's leftover. */
 	if (s->fd >= 0)
 		(void)flock(s->fd, LOCK_EX);
@@ -179,7 +180,7 @@ int mlfs_store_write_file(const char *path, const void *buf, size_t len)
 	_cleanup_free_ char *tmp = NULL;
 	if (asprintf(&tmp, "%s.tmp-XXXXXX", path) < 0)
 		return -ENOMEM;
-	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
+	_cleanup_close_ int fd = mlfs_mkstemp_locked(tmp);
 	if (fd < 0)
 		return -errno;
 	(void)flock(fd, LOCK_EX);
@@ -245,7 +246,7 @@ int mlfs_store_sparse(const char *cache_dir, const char *key, uint64_t size, int
 		char *t = strdup(tmp);
 		if (!t)
 			return -ENOMEM;
-		fd = mkostemp(t, O_CLOEXEC);
+		fd = mlfs_mkstemp_locked(t);
 		if (fd < 0) {
 			rc = -errno;
 			free(t);

@@ -303,7 +303,9 @@ int fdatasync(int fd)
 		ssize_t n = readlink(link, path, sizeof path - 1);
 		if (n > 0) {
 			path[n] = '\0';
-			if (strstr(path, ".tmp-")) {
+			/* A temp made unnamed and named later (mlfs_mkstemp_locked)
+			 * reads back as "<dir>/#<inode> (deleted)" here. */
+			if (strstr(path, ".tmp-") || strstr(path, "/#")) {
 				hook_syncs++;
 				hook_index_syncs += strstr(path, "/index/sha256/") != NULL;
 				mlfs_cache_clean_temps(hook_cache, record, &hook_removed);
