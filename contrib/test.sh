@@ -4,6 +4,8 @@
 #   build/       -Werror build: unit tests, then the integration tests on it
 #   build-asan/  ASan+UBSan build: unit tests
 #   build-fuzz/  clang libFuzzer targets, each run for $MLFS_FUZZ_SECONDS (default 60)
+#   build-tsan/  ThreadSanitizer build: unit tests, then the integration tests
+#                of concurrent readers during a load (about a minute and a half)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -72,6 +74,53 @@ if [ -x build/fs/mlfs ]; then
   rc=$?
   # 5: no tests collected; that is a failure of the suite, not a pass.
   [ $rc -eq 0 ] || status=1
+fi
+
+# ThreadSanitizer: the unit tests (test-loader drives fs/loader.c from 16
+# threads) and the integration tests where many readers meet a load, run
+# against a TSan build of the daemon.  A race stops the daemon at once
+# (halt_on_error: the mount dies and its test fails) and leaves a report
+# under $reports/tsan-logs, which fails the stage by itself too.
+# libfuse, libcurl and the other libraries are not instrumented; a
+# suppression (tests/tsan.supp, if ever needed) may name only their
+# internals, never mlfs code.
+if meson_build_and_test build-tsan -Db_sanitize=thread -Db_lundef=false; then
+  tsan_logs=$reports/tsan-logs
+  mkdir -p "$tsan_logs"
+  tsan_opts="halt_on_error=1:exitcode=66:second_deadlock_stack=1:log_path=$tsan_logs/tsan"
+  [ -f tests/tsan.supp ] && tsan_opts="$tsan_opts:suppressions=$top/tests/tsan.supp"
+  step "unit tests under TSan"
+  TSAN_OPTIONS=$tsan_opts meson test -C build-tsan --print-errorlogs || status=1
+  sed 's/testsuite name="/testsuite name="tsan-/; s/classname="/classname="tsan./g' \
+    build-tsan/meson-logs/testlog.junit.xml > "$reports/unit-tsan.xml"
+  # The integration tests give the daemon a clean environment: the options
+  # travel in a wrapper that is MLFS_BIN.
+  printf '#!/bin/sh\nTSAN_OPTIONS=%s exec %s "$@"\n' "'$tsan_opts'" "$top/build-tsan/fs/mlfs" > build-tsan/mlfs-tsan
+  chmod +x build-tsan/mlfs-tsan
+  step "integration tests under TSan: concurrent readers during a load"
+  MLFS_BIN=$top/build-tsan/mlfs-tsan pytest-3 -q -p no:cacheprovider --junitxml="$reports/integration-tsan.xml" \
+    tests/integration/test_mount.py tests/integration/test_seekable.py \
+    -k 'test_sixteen_concurrent_readers or test_each_layer_fetched_once or test_two_mounts_share_the_cache or test_prioritised_files_prefetched_without_access'
+  [ $? -eq 0 ] || status=1
+  sed -i 's/testsuite name="/testsuite name="tsan-/; s/classname="/classname="tsan./g' "$reports/integration-tsan.xml"
+  # Reports are written when a daemon exits: give unmounted daemons a moment.
+  for _ in $(seq 50); do
+    busy=
+    for exe in /proc/[0-9]*/exe; do
+      [ "$(readlink "$exe" 2>/dev/null)" = "$top/build-tsan/fs/mlfs" ] && busy=1 && break
+    done
+    [ -z "$busy" ] && break
+    sleep 0.2
+  done
+  if compgen -G "$tsan_logs/tsan*" >/dev/null; then
+    for f in "$tsan_logs"/tsan*; do echo "--- $f"; head -n 60 "$f"; done
+    printf '<testsuite name="tsan"><testcase classname="tsan" name="no-reports"><failure/></testcase></testsuite>\n' \
+      > "$reports/tsan-reports.xml"
+    status=1
+  else
+    printf '<testsuite name="tsan"><testcase classname="tsan" name="no-reports"/></testsuite>\n' \
+      > "$reports/tsan-reports.xml"
+  fi
 fi
 
 step "summary"
