@@ -77,7 +77,8 @@ if [ -x build/fs/mlfs ]; then
 fi
 
 # ThreadSanitizer: the unit tests (test-loader drives fs/loader.c from 16
-# threads) and the integration tests where many readers meet a load, run
+# threads, and parks a thousand requests) and the integration tests where
+# many readers meet a load, parked requests included, or an unmount does, run
 # against a TSan build of the daemon.  A race stops the daemon at once
 # (halt_on_error: the mount dies and its test fails) and leaves a report
 # under $reports/tsan-logs, which fails the stage by itself too.
@@ -99,8 +100,8 @@ if meson_build_and_test build-tsan -Db_sanitize=thread -Db_lundef=false; then
   chmod +x build-tsan/mlfs-tsan
   step "integration tests under TSan: concurrent readers during a load"
   MLFS_BIN=$top/build-tsan/mlfs-tsan pytest-3 -q -p no:cacheprovider --junitxml="$reports/integration-tsan.xml" \
-    tests/integration/test_mount.py tests/integration/test_seekable.py \
-    -k 'test_sixteen_concurrent_readers or test_each_layer_fetched_once or test_two_mounts_share_the_cache or test_prioritised_files_prefetched_without_access'
+    tests/integration/test_mount.py tests/integration/test_seekable.py tests/integration/test_parking.py \
+    -k 'test_sixteen_concurrent_readers or test_each_layer_fetched_once or test_two_mounts_share_the_cache or test_prioritised_files_prefetched_without_access or test_thousand_waiting_lookups_hold_no_threads or test_unmount_cancels_downloads'
   [ $? -eq 0 ] || status=1
   sed -i 's/testsuite name="/testsuite name="tsan-/; s/classname="/classname="tsan./g' "$reports/integration-tsan.xml"
   # Reports are written when a daemon exits: give unmounted daemons a moment.

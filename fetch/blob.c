@@ -149,8 +149,8 @@ static int use_cached(const char *final, const struct mlfs_descriptor *desc, mlf
 /* The exclusive lock on <hex>.partial, as a fd, waiting at most wait_s for
  * another process's download; -EEXIST (fd -1) when that process finished
  * the blob while we waited. */
-static int lock_partial(const char *partial, const char *final, const struct mlfs_descriptor *desc,
-			unsigned wait_s, int *out, struct mlfs_err *err)
+static int lock_partial(const struct mlfs_registry *reg, const char *partial, const char *final,
+			const struct mlfs_descriptor *desc, unsigned wait_s, int *out, struct mlfs_err *err)
 {
 	/* The lock is on the inode, but rename and unlink go by name: a holder
 	 * that finished (renamed) or gave up (unlinked) leaves us locking a file
@@ -167,6 +167,8 @@ static int lock_partial(const char *partial, const char *final, const struct mlf
 		for (unsigned ms = 1; flock(fd, LOCK_EX | LOCK_NB) < 0; ms = ms < 200 ? ms * 2 : 200) {
 			if (errno != EWOULDBLOCK && errno != EINTR)
 				return mlfs_err_set(err, errno, "cannot lock %s: %s", partial, strerror(errno));
+			if (mlfs_registry_cancelled(reg))
+				return mlfs_err_set(err, ECANCELED, "waiting for %s: cancelled (unmounting)", desc->digest);
 			struct timespec now;
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if ((int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >=
@@ -202,7 +204,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	if (r < 0)
 		return mlfs_err_set(err, -r, "cannot create the cache directory %s: %s", dir, strerror(-r));
 	_cleanup_close_ int fd = -1;
-	r = lock_partial(partial, final, desc, wait_s ? wait_s : 300, &fd, err);
+	r = lock_partial(reg, partial, final, desc, wait_s ? wait_s : 300, &fd, err);
 	if (r == -EEXIST || r == 0) {
 		/* Another process may have finished it while we waited for the lock. */
 		int c = use_cached(final, desc, observe, priv, err);

@@ -190,6 +190,9 @@ struct mlfs_registry;
 int mlfs_registry_new(const struct mlfs_ref *ref, const struct mlfs_registry_opts *opts,
 		      struct mlfs_registry **out, struct mlfs_err *err);
 void mlfs_registry_free(struct mlfs_registry *reg);
+/* Ends its transfers with -ECANCELED, now and later (mlfs_image_cancel). */
+void mlfs_registry_cancel(struct mlfs_registry *reg);
+bool mlfs_registry_cancelled(const struct mlfs_registry *reg);
 
 struct mlfs_fetched {
 	void *body;
@@ -309,11 +312,16 @@ struct mlfs_image {
 	uint64_t cache_max;
 	bool keep_blobs;
 	bool ranges_refused;                   /* the registry ignored a Range once: never ask again (atomic) */
+	bool cancelled;                        /* mlfs_image_cancel() was called (atomic) */
 };
 
 int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,
 		    struct mlfs_image **out, struct mlfs_err *err);
 void mlfs_image_free(struct mlfs_image *img);
+/* Ends every transfer of this image, under way or to come, with
+ * -ECANCELED (within about a second: libcurl's progress callback), and the
+ * waits for other processes' downloads too.  Thread-safe; for unmount. */
+void mlfs_image_cancel(struct mlfs_image *img);
 /* Fetches (or finds cached) layer i's compressed blob; path malloc'd. */
 int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err);
 /* Bytes of layer i's blob by Range (mlfs_registry_get_range), for seekable

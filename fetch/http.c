@@ -57,6 +57,7 @@ struct mlfs_http {
 	STACK_OF(X509) *extra_cas; /* certs.d CAs, added to the system's; NULL when none */
 	char *home;           /* the registry's host as curl spells it ("[::1]"), or NULL */
 	int home_class;       /* enum mlfs_addr_class of home, -1 until needed (atomic) */
+	bool cancelled;       /* mlfs_http_cancel(): every transfer ends (atomic) */
 	pthread_mutex_t lock; /* protects pool */
 	CURL *pool[8];
 	size_t n_pool;
@@ -420,13 +421,34 @@ static int transport_error(CURLcode c, long os_errno, const char *errbuf, const 
 	}
 }
 
-static void backoff_sleep(int attempt, long retry_after_s)
+void mlfs_http_cancel(struct mlfs_http *h)
+{
+	__atomic_store_n(&h->cancelled, true, __ATOMIC_RELEASE);
+}
+
+bool mlfs_http_cancelled(const struct mlfs_http *h)
+{
+	return __atomic_load_n(&h->cancelled, __ATOMIC_ACQUIRE);
+}
+
+/* libcurl calls this many times a second during a transfer and about once
+ * a second when nothing moves: how a cancel reaches a stalled download. */
+static int on_progress(void *priv, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return mlfs_http_cancelled(priv) ? 1 : 0;
+}
+
+/* Sleeps in short naps, so a cancel does not wait out a Retry-After. */
+static void backoff_sleep(struct mlfs_http *h, int attempt, long retry_after_s)
 {
 	long ms = retry_after_s >= 0 ? (retry_after_s > RETRY_AFTER_CAP_S ? RETRY_AFTER_CAP_S : retry_after_s) * 1000
 				     : 250L << (attempt < 5 ? attempt : 5);
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	for (; ms > 0 && !mlfs_http_cancelled(h); ms -= 100) {
+		struct timespec ts = { 0, (ms < 100 ? ms : 100) * 1000000L };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
 }
 
 /* certs.d CAs on top of what libcurl loaded from its defaults. */
@@ -497,6 +519,9 @@ static void setup_handle(struct mlfs_http *h, CURL *c, struct xfer *x, const cha
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
 	/* "insecure" and the client certificate are for the registry itself,
 	 * as in Docker: not for token realms, redirect targets or layer URLs. */
 	if (!h->opts.verify_tls && same_origin) {
@@ -692,6 +717,10 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 			  .want_from = req->range_start, .range_from = -1 };
 	int r = 0;
 	for (int attempt = 0;; attempt++) {
+		if (mlfs_http_cancelled(h)) {
+			r = mlfs_err_set(err, ECANCELED, "%s: cancelled (unmounting)", req->url);
+			goto out;
+		}
 		_cleanup_free_ char *url = strdup(req->url);
 		CURLcode cc = CURLE_OK;
 		int hops = 0;
@@ -707,6 +736,10 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 			log_debug(MLFS_AREA_FETCH, "%s %.*s%s", req->post_form ? "POST" : "GET", (int)strcspn(url, "?"),
 				  url, same && req->authorization ? " (with credentials)" : "");
 			cc = perform_hop(h, c, &x, url, same, errbuf);
+			if (cc == CURLE_ABORTED_BY_CALLBACK && mlfs_http_cancelled(h)) {
+				r = mlfs_err_set(err, ECANCELED, "%s: cancelled (unmounting)", req->url);
+				goto out;
+			}
 			if (x.refused[0] && cc != CURLE_OK) { /* not when another address of the name worked */
 				r = refuse(req, url, x.refused, err);
 				goto out;
@@ -761,7 +794,7 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 			if (again && retryable(cc)) {
 				log_info(MLFS_AREA_FETCH, "retrying %s after: %s", req->url,
 					 errbuf[0] ? errbuf : curl_easy_strerror(cc));
-				backoff_sleep(attempt, -1);
+				backoff_sleep(h, attempt, -1);
 				continue;
 			}
 			long os_errno = 0;
@@ -772,7 +805,7 @@ int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,
 		resp->status = x.status;
 		if (again && (x.status >= 500 || x.status == 429)) {
 			log_info(MLFS_AREA_FETCH, "retrying %s after HTTP %ld", req->url, x.status);
-			backoff_sleep(attempt, x.retry_after_s);
+			backoff_sleep(h, attempt, x.retry_after_s);
 			continue;
 		}
 		break;

@@ -167,6 +167,13 @@ fail:
 	return r;
 }
 
+void mlfs_image_cancel(struct mlfs_image *img)
+{
+	__atomic_store_n(&img->cancelled, true, __ATOMIC_RELEASE);
+	if (img->reg)
+		mlfs_registry_cancel(img->reg);
+}
+
 void mlfs_image_free(struct mlfs_image *img)
 {
 	if (!img)

@@ -27,6 +27,9 @@ struct mlfs_http;
 
 int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out);
 void mlfs_http_free(struct mlfs_http *http);
+/* Every transfer of this client, now and later, ends with -ECANCELED. */
+void mlfs_http_cancel(struct mlfs_http *http);
+bool mlfs_http_cancelled(const struct mlfs_http *http);
 
 struct mlfs_http_request {
 	const char *url;

@@ -133,6 +133,16 @@ int mlfs_registry_new(const struct mlfs_ref *ref, const struct mlfs_registry_opt
 	return 0;
 }
 
+void mlfs_registry_cancel(struct mlfs_registry *reg)
+{
+	mlfs_http_cancel(reg->http);
+}
+
+bool mlfs_registry_cancelled(const struct mlfs_registry *reg)
+{
+	return mlfs_http_cancelled(reg->http);
+}
+
 void mlfs_registry_free(struct mlfs_registry *reg)
 {
 	if (!reg)

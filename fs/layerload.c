@@ -249,10 +249,12 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 	/* One builder per layer: whoever waited here finds the layer built. */
 	const char *key = o.diff_id ? o.diff_id : o.blob_digest;
 	int lock = -1;
-	r = mlfs_cache_lock_build(img->cache_dir, key, img->wait_s ? img->wait_s : 300, &lock);
+	r = mlfs_cache_lock_build(img->cache_dir, key, img->wait_s ? img->wait_s : 300, &img->cancelled, &lock);
 	if (r == -ETIMEDOUT)
 		return mlfs_err_set(err, ETIMEDOUT, "layer %zu of %s: another process has been building it for "
 				    "too long (raise timeout=)", i + 1, img->canonical);
+	if (r == -ECANCELED)
+		return mlfs_err_set(err, ECANCELED, "layer %zu of %s: cancelled (unmounting)", i + 1, img->canonical);
 	if (r < 0)
 		log_warn(MLFS_AREA_LAYERS, "layer %zu: no build lock (%s): building it anyway", i + 1, strerror(-r));
 	else if ((r = mlfs_layer_open_cached(&o, out, err)) != -ENOENT) {

@@ -20,8 +20,21 @@
  * layers belong to the loader and survive a failed load, so a retry only
  * fetches what is missing.  The merged view is built aside and published
  * with one atomic store: readers of a published view or layer take no
- * lock.  Requests wait on a condition variable in short slices, so an
- * interrupted request or the timeout ends the wait.
+ * lock.
+ *
+ * Requests that need what is not published yet do not wait in their own
+ * thread: they are parked (loader_park) on a list that one waker thread
+ * answers as layers and views are published, loads fail, deadlines pass or
+ * requests are interrupted — checked on every publication and every 200
+ * ms.  A parked request costs a list node, not one of FUSE's threads, so
+ * a `find` that fans out into thousands of lookups during a load leaves
+ * the pool free for everything that needs no layer.  (The blocking
+ * loader_wait() stays for callers that have a thread to spare.)
+ *
+ * At unmount, loader_stop() cancels the downloads under way (libcurl's
+ * progress callback sees the image's cancel flag), answers the parked
+ * requests and joins every thread, so the process ends by returning from
+ * main, not by abandoning threads that are still using libcurl.
  *
  * Seekable layers are "indexed" once their TOC is: the view can be READY
  * with most bytes still in the registry.  After publishing it, the same
@@ -47,6 +60,18 @@
 
 enum load_state { LOAD_IDLE, LOAD_RUNNING, LOAD_READY, LOAD_FAILED };
 
+/* A request waiting for layer `need` (or LOADER_VIEW). */
+struct parked {
+	struct parked *next;
+	size_t need;
+	unsigned gen;             /* the load it waits on: another ending means EIO */
+	struct timespec deadline;
+	bool (*cancelled)(void *arg);
+	void (*done)(void *arg, int status);
+	void *arg;
+	int status;               /* while being answered */
+};
+
 struct loader {
 	struct mlfs_image *img;   /* thread-safe for layer fetches */
 	unsigned jobs;
@@ -67,6 +92,10 @@ struct loader {
 	struct timespec retry_at; /* FAILED: no new load before this (CLOCK_MONOTONIC) */
 	bool broken;              /* FAILED for good: the image's bytes are wrong */
 	bool thread_running;
+	bool stopping;            /* loader_stop(): no new load, no new parking */
+	struct parked *parked;    /* newest first */
+	bool waker_running;
+	pthread_t waker;
 	bool filling;             /* the thread fills chunks after a READY view */
 	unsigned fillers;         /* detached threads filling one layer each (loader_fill_async) */
 	pthread_t thread;
@@ -111,9 +140,12 @@ static void *worker(void *arg)
 			 * the layers still in flight are kept for the next attempt. */
 			pthread_mutex_lock(&l->lock);
 			l->failing = true;
+			bool stopping = l->stopping;
 			pthread_cond_broadcast(&l->cond);
 			pthread_mutex_unlock(&l->lock);
-			log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical, err.msg[0] ? err.msg : "a layer failed");
+			if (!stopping)
+				log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical,
+					  err.msg[0] ? err.msg : "a layer failed");
 			return NULL;
 		}
 		pthread_mutex_lock(&l->lock);
@@ -190,16 +222,21 @@ static void fill_layers(struct loader *l)
 			if (!mlfs_layer_is_seekable(layer))
 				continue;
 			struct mlfs_err err = { 0 };
-			if (mlfs_layer_fill(layer, pass == 0, l->jobs, &err) < 0)
+			int r = mlfs_layer_fill(layer, pass == 0, l->jobs, &err);
+			if (r == -ECANCELED)
+				goto out; /* unmounting */
+			if (r < 0)
 				log_warn(MLFS_AREA_FS, "%s: prefetching layer %zu: %s", l->img->canonical, i + 1,
 					 err.msg[0] ? err.msg : "failed");
 		}
 	}
 	if (l->fill_all)
 		log_info(MLFS_AREA_FS, "%s: prefetch done", l->img->canonical);
+out:
 	mlfs_cache_enforce(l->img, 0); /* the chunks just fetched count against the cap */
 	pthread_mutex_lock(&l->lock);
 	l->filling = false;
+	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
 }
 
@@ -213,6 +250,8 @@ static bool deterministic(int code)
 /* Called with l->lock held, when a load has failed with errno `code`. */
 static void note_failure_locked(struct loader *l, int code)
 {
+	if (l->stopping)
+		return; /* cancelled: not a failure of the image */
 	if (deterministic(code)) {
 		l->broken = true;
 		log_error(MLFS_AREA_FS, "%s: the image cannot be served as it is (%s): no more tries for this "
@@ -260,7 +299,7 @@ static void *coordinator(void *arg)
 
 	pthread_mutex_lock(&l->lock);
 	if (j.failed) {
-		if (!l->failing) /* a worker's failure was logged when it happened */
+		if (!l->failing && !l->stopping) /* a worker's failure was logged when it happened */
 			log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical,
 				  j.err.msg[0] ? j.err.msg : "loading the layers failed");
 		view_free(v);
@@ -295,11 +334,13 @@ static void *fill_one(void *arg)
 	struct async_fill *a = arg;
 	struct loader *l = a->l;
 	struct mlfs_err err = { 0 };
-	if (mlfs_layer_fill(a->layer, false, l->jobs, &err) < 0)
+	int r = mlfs_layer_fill(a->layer, false, l->jobs, &err);
+	if (r < 0 && r != -ECANCELED)
 		log_warn(MLFS_AREA_FS, "%s: filling a layer: %s", l->img->canonical, err.msg[0] ? err.msg : "failed");
 	mlfs_cache_enforce(l->img, 0);
 	pthread_mutex_lock(&l->lock);
 	l->fillers--;
+	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
 	free(a);
 	return NULL;
@@ -316,7 +357,9 @@ void loader_fill_async(struct loader *l, const struct mlfs_layer *layer)
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_mutex_lock(&l->lock);
 	pthread_t t;
-	if (pthread_create(&t, &attr, fill_one, a) == 0)
+	if (l->stopping)
+		free(a);
+	else if (pthread_create(&t, &attr, fill_one, a) == 0)
 		l->fillers++;
 	else
 		free(a);
@@ -359,7 +402,7 @@ static bool past(const struct timespec *deadline);
 /* Called with l->lock held. */
 static void start_locked(struct loader *l)
 {
-	if (l->state == LOAD_RUNNING || l->state == LOAD_READY)
+	if (l->state == LOAD_RUNNING || l->state == LOAD_READY || l->stopping)
 		return;
 	if (l->state == LOAD_FAILED && (l->broken || !past(&l->retry_at)))
 		return; /* the waiter sees FAILED: EIO at once */
@@ -412,46 +455,139 @@ static bool past(const struct timespec *deadline)
 	return now.tv_sec > deadline->tv_sec || (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
 }
 
-/* Waits until ready() holds, the load ends without it, the timeout, or a
- * cancellation.  Called with l->lock held; returns with it held. */
-static int wait_locked(struct loader *l, bool (*ready)(struct loader *l, size_t arg), size_t arg,
-		       bool (*cancelled)(void *priv), void *priv)
+static bool published(struct loader *l, size_t need)
+{
+	return need == LOADER_VIEW ? atomic_load(&l->view) != NULL : atomic_load(&l->layers[need]) != NULL;
+}
+
+static void deadline_in(struct timespec *t, unsigned s)
+{
+	clock_gettime(CLOCK_MONOTONIC, t);
+	t->tv_sec += s;
+}
+
+/* Where a wait for `need` stands: 1 while it goes on, 0 when it is there,
+ * -EIO when the load `gen` ended (or will) without it or the deadline
+ * passed, -EINTR when cancelled or stopping.  Called with l->lock held. */
+static int wait_outcome_locked(struct loader *l, size_t need, unsigned gen, const struct timespec *deadline,
+			       bool (*cancelled)(void *priv), void *priv)
+{
+	if (published(l, need))
+		return 0;
+	if (l->stopping)
+		return -EINTR;
+	if (l->generation != gen || l->state != LOAD_RUNNING || l->failing)
+		return -EIO; /* the load ended (or will) without it: the reason was logged */
+	if (past(deadline)) {
+		log_error(MLFS_AREA_FS, "%s: timed out after %us waiting for the layers (-o timeout=)",
+			  l->img->canonical, l->timeout_s);
+		return -EIO;
+	}
+	if (cancelled && cancelled(priv))
+		return -EINTR;
+	return 1;
+}
+
+static void wait_slice_locked(struct loader *l)
+{
+	struct timespec slice;
+	clock_gettime(CLOCK_MONOTONIC, &slice);
+	slice.tv_nsec += 200 * 1000000L;
+	if (slice.tv_nsec >= 1000000000L) {
+		slice.tv_sec++;
+		slice.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&l->cond, &l->lock, &slice);
+}
+
+/* Waits in this thread until `need` is published, the load ends without
+ * it, the timeout, or a cancellation.  Called with l->lock held; returns
+ * with it held. */
+static int wait_locked(struct loader *l, size_t need, bool (*cancelled)(void *priv), void *priv)
 {
 	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += l->timeout_s;
+	deadline_in(&deadline, l->timeout_s);
 	start_locked(l);
 	unsigned gen = l->generation;
-	while (!ready(l, arg)) {
-		if (l->generation != gen || l->state != LOAD_RUNNING || l->failing)
-			return -EIO; /* the load ended (or will) without it: the reason was logged */
-		if (past(&deadline)) {
-			log_error(MLFS_AREA_FS, "%s: timed out after %us waiting for the layers (-o timeout=)",
-				  l->img->canonical, l->timeout_s);
-			return -EIO;
+	int r;
+	while ((r = wait_outcome_locked(l, need, gen, &deadline, cancelled, priv)) == 1)
+		wait_slice_locked(l);
+	return r;
+}
+
+/* The parked requests' thread: answers each as soon as its wait is over. */
+static void *waker(void *arg)
+{
+	struct loader *l = arg;
+	pthread_mutex_lock(&l->lock);
+	for (;;) {
+		struct parked *answer = NULL;
+		for (struct parked **pp = &l->parked; *pp;) {
+			struct parked *p = *pp;
+			int st = wait_outcome_locked(l, p->need, p->gen, &p->deadline, p->cancelled, p->arg);
+			if (st == 1) {
+				pp = &p->next;
+				continue;
+			}
+			*pp = p->next;
+			p->status = st;
+			p->next = answer; /* the list is newest first: this makes it oldest first */
+			answer = p;
 		}
-		struct timespec slice;
-		clock_gettime(CLOCK_MONOTONIC, &slice);
-		slice.tv_nsec += 200 * 1000000L;
-		if (slice.tv_nsec >= 1000000000L) {
-			slice.tv_sec++;
-			slice.tv_nsec -= 1000000000L;
+		if (answer) {
+			/* Unlocked: a resumed request may park again. */
+			pthread_mutex_unlock(&l->lock);
+			while (answer) {
+				struct parked *p = answer;
+				answer = p->next;
+				p->done(p->arg, p->status);
+				free(p);
+			}
+			pthread_mutex_lock(&l->lock);
+			continue;
 		}
-		pthread_cond_timedwait(&l->cond, &l->lock, &slice);
-		if (cancelled && cancelled(priv))
-			return -EINTR;
+		if (l->stopping)
+			break; /* and nothing is parked: stopping refuses new ones */
+		if (l->parked)
+			wait_slice_locked(l);
+		else
+			pthread_cond_wait(&l->cond, &l->lock);
 	}
-	return 0;
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
 }
 
-static bool view_ready(struct loader *l, size_t arg)
+int loader_park(struct loader *l, size_t need, bool (*cancelled)(void *arg), void (*done)(void *arg, int status),
+		void *arg)
 {
-	return atomic_load(&l->view) != NULL;
-}
-
-static bool layer_ready(struct loader *l, size_t i)
-{
-	return atomic_load(&l->layers[i]) != NULL;
+	if (need != LOADER_VIEW && need >= l->n_layers)
+		return -EINVAL;
+	struct parked *p = calloc(1, sizeof *p);
+	if (!p)
+		return -ENOMEM;
+	*p = (struct parked){ .need = need, .cancelled = cancelled, .done = done, .arg = arg };
+	deadline_in(&p->deadline, l->timeout_s);
+	pthread_mutex_lock(&l->lock);
+	start_locked(l);
+	p->gen = l->generation;
+	int r = wait_outcome_locked(l, need, p->gen, &p->deadline, NULL, NULL);
+	if (r == 1 && !l->waker_running) {
+		if (pthread_create(&l->waker, NULL, waker, l) == 0) {
+			l->waker_running = true;
+		} else {
+			log_error(MLFS_AREA_FS, "cannot start the thread that answers waiting requests");
+			r = -EIO;
+		}
+	}
+	if (r == 1) {
+		p->next = l->parked;
+		l->parked = p;
+		pthread_cond_broadcast(&l->cond);
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (r != 1)
+		free(p);
+	return r;
 }
 
 int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, const struct mlfs_view **out)
@@ -459,7 +595,7 @@ int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, con
 	const struct mlfs_view *v = atomic_load(&l->view);
 	if (!v) {
 		pthread_mutex_lock(&l->lock);
-		int r = wait_locked(l, view_ready, 0, cancelled, priv);
+		int r = wait_locked(l, LOADER_VIEW, cancelled, priv);
 		pthread_mutex_unlock(&l->lock);
 		if (r < 0)
 			return r;
@@ -476,13 +612,38 @@ int loader_wait_layer(struct loader *l, size_t i, bool (*cancelled)(void *priv),
 		return -EINVAL;
 	if (!loader_layer_peek(l, i, layer, sorted)) {
 		pthread_mutex_lock(&l->lock);
-		int r = wait_locked(l, layer_ready, i, cancelled, priv);
+		int r = wait_locked(l, i, cancelled, priv);
 		pthread_mutex_unlock(&l->lock);
 		if (r < 0)
 			return r;
 		loader_layer_peek(l, i, layer, sorted);
 	}
 	return 0;
+}
+
+int loader_stop(struct loader *l, unsigned grace_s)
+{
+	pthread_mutex_lock(&l->lock);
+	l->stopping = true;
+	bool waker_running = l->waker_running;
+	unsigned loads = (l->state == LOAD_RUNNING) + l->filling + l->fillers;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	mlfs_image_cancel(l->img);
+	if (waker_running)
+		pthread_join(l->waker, NULL); /* it answered every parked request first */
+	struct timespec deadline;
+	deadline_in(&deadline, grace_s);
+	pthread_mutex_lock(&l->lock);
+	l->waker_running = false;
+	while ((l->state == LOAD_RUNNING || l->filling || l->fillers) && !past(&deadline))
+		wait_slice_locked(l);
+	bool busy = l->state == LOAD_RUNNING || l->filling || l->fillers;
+	pthread_mutex_unlock(&l->lock);
+	if (loads && !busy)
+		log_info(MLFS_AREA_FS, "%s: unmounted while layers were loading: downloads cancelled (a partial "
+			 "blob is resumed by the next mount)", l->img->canonical);
+	return busy ? -EBUSY : 0;
 }
 
 int loader_free(struct loader *l)
@@ -493,14 +654,21 @@ int loader_free(struct loader *l)
 	bool running = l->state == LOAD_RUNNING || l->filling || l->fillers, join = l->thread_running;
 	pthread_mutex_unlock(&l->lock);
 	if (running) {
-		/* A download cannot be cancelled mid-transfer; at unmount the
-		 * process is about to exit anyway, so leave it rather than wait. */
+		/* Not stopped, or stuck past loader_stop's grace: the process
+		 * is about to exit anyway, so leave it rather than wait. */
 		log_info(MLFS_AREA_FS, "%s: unmounted while layers were still loading or prefetching",
 			 l->img->canonical);
 		return -EBUSY;
 	}
 	if (join)
 		pthread_join(l->thread, NULL);
+	pthread_mutex_lock(&l->lock);
+	bool waker_running = l->waker_running;
+	l->stopping = true; /* the waker answers what is parked, then ends */
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	if (waker_running)
+		pthread_join(l->waker, NULL);
 	struct mlfs_layer_stats sum = { 0 };
 	for (size_t i = 0; i < l->n_layers; i++) {
 		const struct mlfs_layer *layer = atomic_load(&l->layers[i]);

@@ -24,6 +24,12 @@ struct loader;
 /* fill_all (-o prefetch): once the view is up, fetch every chunk of the
  * seekable layers in the background. */
 int loader_new(struct mlfs_image *img, unsigned jobs, unsigned timeout_s, bool fill_all, struct loader **out);
+/* The end of a mount, before its session goes: cancels the downloads
+ * under way (mlfs_image_cancel), answers every parked request -EINTR and
+ * waits, up to `grace_s`, for the loading threads to end.  0 when they
+ * all ended; -EBUSY when one is still stuck (outside libcurl: a lock of
+ * another process's download). */
+int loader_stop(struct loader *l, unsigned grace_s);
 /* Frees everything; -EBUSY (and nothing freed, the image included, which
  * the loading threads still use) when a load is under way: for exit paths. */
 int loader_free(struct loader *l);
@@ -39,6 +45,19 @@ int loader_wait(struct loader *l, bool (*cancelled)(void *priv), void *priv, con
 /* Fetches every chunk of a published seekable layer in a background
  * thread (loader_free() reports -EBUSY until it ends). */
 void loader_fill_async(struct loader *l, const struct mlfs_layer *layer);
+
+/* Parking: a request that needs what is not published yet is handed to
+ * the loader instead of waiting in its own thread, so a thousand waiting
+ * `stat`s hold no thread at all.  `need` is a layer (0 = bottom) or
+ * LOADER_VIEW.  Returns 0 when it is there now (peek it), -EIO when the
+ * load has failed (within its backoff), -EINTR after loader_stop(), or 1:
+ * parked, and done(arg, status) will be called exactly once, from the
+ * loader's waker thread: 0 once it is published (look again: it may park
+ * again for the next thing), -EIO when the load failed or timed out,
+ * -EINTR when cancelled(arg) turned true or the loader stopped. */
+#define LOADER_VIEW SIZE_MAX
+int loader_park(struct loader *l, size_t need, bool (*cancelled)(void *arg), void (*done)(void *arg, int status),
+		void *arg);
 
 size_t loader_layer_count(const struct loader *l);
 /* Layer i (0 = bottom) and its entries sorted by path, if indexed yet. */

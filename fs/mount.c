@@ -20,6 +20,8 @@
 #include "fs/cli/cli.h"
 #include "fs/mountopts.h"
 
+#define STOP_GRACE_S 10 /* a cancelled download ends within about a second */
+
 /* -o options for libfuse and the kernel, from ours. */
 static int fuse_argv(const struct mount_opts *o, struct fuse_args *args)
 {
@@ -72,12 +74,15 @@ static int serve(struct mlfs_fs *fs, const struct mount_opts *o, struct mlfs_err
 	}
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
-	/* Requests waiting for layers hold a thread each: leave enough for
-	 * the rest (and for INTERRUPT) while a big walk waits. */
+	/* Requests waiting for layers are parked and hold no thread; these
+	 * are for reads that fetch chunks of seekable layers. */
 	fuse_loop_cfg_set_max_threads(cfg, 128);
 	fs->se = se;
 	r = fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	/* While the session can still take replies: parked requests are
+	 * answered, downloads cancelled, loading threads joined. */
+	fs->stopped = loader_stop(fs->loader, STOP_GRACE_S) == 0;
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	/* libfuse "restores" the SIGPIPE disposition it found, which main()
@@ -124,11 +129,14 @@ int mlfs_cmd_mount(int argc, char **argv)
 		mlfs_err_set(&err, -r, "out of memory");
 	if (r == 0)
 		r = serve(&fs, &o, &err);
+	if (fs.loader && !fs.stopped)
+		loader_stop(fs.loader, STOP_GRACE_S); /* the session never ran */
 	if (loader_free(fs.loader) == -EBUSY) {
-		/* Unmounted while layers still download: those threads use the
-		 * image and libcurl, so neither may be torn down under them, and
-		 * exit handlers (OpenSSL's) must not run either.  What they leave
-		 * in the cache is a .partial file the next run resumes. */
+		/* A loading thread outlived loader_stop's grace (stuck outside
+		 * libcurl): it uses the image and libcurl, so neither may be torn
+		 * down under it, and exit handlers (OpenSSL's) must not run
+		 * either.  What it leaves in the cache is a .partial file the
+		 * next run resumes. */
 		int status = r < 0 ? cli_fail(&err) : 0;
 		fflush(NULL);
 		_exit(status);

@@ -16,6 +16,14 @@
  * tree — and the root's getattr with a placeholder.  Listings wait for
  * the tree.
  *
+ * Waiting.  A request that needs a layer or the tree not published yet is
+ * parked with the loader (loader_park) as a `struct call`, and this
+ * thread returns to libfuse; when what it needs is published, the
+ * loader's waker thread runs the same handler again from the start (it
+ * may park again, on the next layer down).  Handlers are written so that
+ * running again is always right: they only read published, immutable
+ * state.  So no FUSE thread ever sleeps on the loader.
+ *
  * Each handler ends in exactly one fuse_reply_*; errors become
  * fuse_reply_err() here and only here. */
 #include "fs/fs.h"
@@ -41,13 +49,60 @@ static struct mlfs_fs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-/* A wait for the layers ends when the request is interrupted or the
- * session is shutting down (unmount must not wait for a slow download). */
-static bool req_cancelled(void *priv)
+/* A request as it arrived: what parking keeps to run it again. */
+enum op { OP_LOOKUP, OP_GETATTR, OP_READLINK, OP_READDIR, OP_READDIRPLUS, OP_READ, OP_GETXATTR, OP_LISTXATTR };
+
+struct call {
+	fuse_req_t req;
+	enum op op;
+	fuse_ino_t ino; /* lookup: the parent */
+	size_t size;
+	off_t off;
+	const char *name; /* lookup, getxattr; a parked call's own copy */
+};
+
+static void run(const struct call *c);
+
+/* A parked request's wait ends when it is interrupted or the session is
+ * shutting down (unmount must not wait for a slow download). */
+static bool call_cancelled(void *priv)
 {
-	fuse_req_t req = priv;
-	struct mlfs_fs *fs = fs_of(req);
-	return fuse_req_interrupted(req) || (fs->se && fuse_session_exited(fs->se));
+	const struct call *c = priv;
+	struct mlfs_fs *fs = fs_of(c->req);
+	return fuse_req_interrupted(c->req) || (fs->se && fuse_session_exited(fs->se));
+}
+
+static void resume(void *priv, int status)
+{
+	struct call *c = priv;
+	if (status < 0)
+		fuse_reply_err(c->req, -status);
+	else
+		run(c);
+	free(c);
+}
+
+/* Hands the call to the loader until layer `need` (or LOADER_VIEW) is
+ * published; the reply comes from resume(). */
+static void park(const struct call *c, size_t need)
+{
+	size_t nlen = c->name ? strlen(c->name) + 1 : 0;
+	struct call *p = malloc(sizeof *p + nlen);
+	if (!p) {
+		fuse_reply_err(c->req, ENOMEM);
+		return;
+	}
+	*p = *c;
+	if (nlen)
+		p->name = memcpy(p + 1, c->name, nlen);
+	int r = loader_park(fs_of(c->req)->loader, need, call_cancelled, resume, p);
+	if (r == 1)
+		return;
+	free(p);
+	if (r == 0)
+		run(c); /* published in the meantime */
+	else
+		fuse_reply_err(c->req, -r);
 }
 
 /* One inode, from the merged tree or (early) from its layer entry. */
@@ -109,11 +164,14 @@ static bool node_of(const struct mlfs_view *v, fuse_ino_t ino, uint32_t *node)
 	return *node != UINT32_MAX;
 }
 
-/* The ref for ino: from the tree when there is one; early, from its layer,
- * when that layer is indexed and early is allowed; else waits for the tree.
- * On failure, replies the error itself and returns false. */
-static bool resolve(fuse_req_t req, fuse_ino_t ino, bool early, struct ref *r)
+/* The ref for the call's inode: from the tree when there is one; early,
+ * from its layer, when that layer is indexed and early is allowed; else
+ * the call is parked until the tree is published.  False when the call
+ * was answered (an error) or parked. */
+static bool resolve(const struct call *c, bool early, struct ref *r)
 {
+	fuse_req_t req = c->req;
+	fuse_ino_t ino = c->ino;
 	struct mlfs_fs *fs = fs_of(req);
 	memset(r, 0, sizeof *r);
 	r->ino = ino;
@@ -135,11 +193,8 @@ static bool resolve(fuse_req_t req, fuse_ino_t ino, bool early, struct ref *r)
 		}
 	}
 	if (!v) {
-		int rc = loader_wait(fs->loader, req_cancelled, req, &v);
-		if (rc < 0) {
-			fuse_reply_err(req, -rc);
-			return false;
-		}
+		park(c, LOADER_VIEW);
+		return false;
 	}
 	uint32_t node;
 	if (!node_of(v, ino, &node)) {
@@ -223,17 +278,30 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		loader_start(fs->loader);
 }
 
-static int wait_layer(void *priv, size_t i, const struct mlfs_layer **layer, const uint32_t **sorted)
+/* partial_lookup's layers: the published ones; -EINPROGRESS names the
+ * first that is not, for the lookup to park on. */
+struct published_layers {
+	struct loader *loader;
+	size_t missing;
+};
+
+static int peek_layer(void *priv, size_t i, const struct mlfs_layer **layer, const uint32_t **sorted)
 {
-	fuse_req_t req = priv;
-	return loader_wait_layer(fs_of(req)->loader, i, req_cancelled, req, layer, sorted);
+	struct published_layers *pl = priv;
+	if (loader_layer_peek(pl->loader, i, layer, sorted))
+		return 0;
+	pl->missing = i;
+	return -EINPROGRESS;
 }
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void do_lookup(const struct call *call)
 {
+	fuse_req_t req = call->req;
+	fuse_ino_t parent = call->ino;
+	const char *name = call->name;
 	struct mlfs_fs *fs = fs_of(req);
 	struct ref p;
-	if (!resolve(req, parent, true, &p))
+	if (!resolve(call, true, &p))
 		return;
 	if (!p.v) {
 		/* Early: the parent is one layer entry (or the root, resolve()
@@ -244,8 +312,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		}
 		unsigned layer;
 		size_t entry;
-		struct partial_src src = { loader_layer_count(fs->loader), wait_layer, req };
+		struct published_layers pl = { fs->loader, 0 };
+		struct partial_src src = { loader_layer_count(fs->loader), peek_layer, &pl };
 		int rc = partial_lookup(&src, parent == FUSE_ROOT_ID ? "" : p.e.path, name, &layer, &entry);
+		if (rc == -EINPROGRESS) {
+			park(call, pl.missing);
+			return;
+		}
 		if (rc == 0) {
 			struct ref c = { .ino = ino_of_entry(layer, entry) };
 			loader_layer_peek(fs->loader, layer, &c.layer, NULL);
@@ -258,7 +331,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			fuse_reply_err(req, -rc); /* not a cached negative entry: the tree may differ */
 			return;
 		}
-		if (!resolve(req, parent, false, &p))
+		if (!resolve(call, false, &p))
 			return;
 	}
 	uint32_t node;
@@ -278,26 +351,42 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry(req, &c);
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct ref r;
-	if (!resolve(req, ino, true, &r))
-		return;
-	struct stat st;
-	fill_stat(fs_of(req), &r, &st);
-	fuse_reply_attr(req, &st, attr_timeout(&r));
+	do_lookup(&(struct call){ .req = req, .op = OP_LOOKUP, .ino = parent, .name = name });
 }
 
-static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+static void do_getattr(const struct call *c)
 {
 	struct ref r;
-	if (!resolve(req, ino, true, &r))
+	if (!resolve(c, true, &r))
+		return;
+	struct stat st;
+	fill_stat(fs_of(c->req), &r, &st);
+	fuse_reply_attr(c->req, &st, attr_timeout(&r));
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	do_getattr(&(struct call){ .req = req, .op = OP_GETATTR, .ino = ino });
+}
+
+static void do_readlink(const struct call *c)
+{
+	fuse_req_t req = c->req;
+	struct ref r;
+	if (!resolve(c, true, &r))
 		return;
 	if (r.e.kind != MLFS_ENTRY_SYMLINK || !r.e.link) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	fuse_reply_readlink(req, r.e.link);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	do_readlink(&(struct call){ .req = req, .op = OP_READLINK, .ino = ino });
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -313,10 +402,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 }
 
 /* offsets: 1 is ".", 2 is "..", 3 + i is the i-th child; 0 is the start. */
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+static void do_readdir(const struct call *call)
 {
+	fuse_req_t req = call->req;
+	size_t size = call->size;
+	off_t off = call->off;
+	bool plus = call->op == OP_READDIRPLUS;
 	struct ref d;
-	if (!resolve(req, ino, false, &d))
+	if (!resolve(call, false, &d))
 		return;
 	if (d.e.kind != MLFS_ENTRY_DIR) {
 		fuse_reply_err(req, ENOTDIR);
@@ -369,13 +462,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, false);
+	do_readdir(&(struct call){ .req = req, .op = OP_READDIR, .ino = ino, .size = size, .off = off });
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, true);
+	do_readdir(&(struct call){ .req = req, .op = OP_READDIRPLUS, .ino = ino, .size = size, .off = off });
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -392,10 +485,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void do_read(const struct call *c)
 {
+	fuse_req_t req = c->req;
+	size_t size = c->size;
+	off_t off = c->off;
 	struct ref r;
-	if (!resolve(req, ino, true, &r))
+	if (!resolve(c, true, &r))
 		return;
 	if (r.e.kind != MLFS_ENTRY_REG || !r.layer) {
 		fuse_reply_err(req, r.e.kind == MLFS_ENTRY_DIR ? EISDIR : EINVAL);
@@ -425,6 +521,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_read(&(struct call){ .req = req, .op = OP_READ, .ino = ino, .size = size, .off = off });
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	const struct mlfs_view *v = loader_peek(fs_of(req)->loader);
@@ -437,10 +538,13 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &s);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static void do_getxattr(const struct call *c)
 {
+	fuse_req_t req = c->req;
+	const char *name = c->name;
+	size_t size = c->size;
 	struct ref r;
-	if (!resolve(req, ino, true, &r))
+	if (!resolve(c, true, &r))
 		return;
 	for (uint32_t j = 0; r.layer && j < r.e.n_xattrs; j++) {
 		const char *xn;
@@ -460,10 +564,17 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	fuse_reply_err(req, ENODATA);
 }
 
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	do_getxattr(&(struct call){ .req = req, .op = OP_GETXATTR, .ino = ino, .name = name, .size = size });
+}
+
+static void do_listxattr(const struct call *c)
+{
+	fuse_req_t req = c->req;
+	size_t size = c->size;
 	struct ref r;
-	if (!resolve(req, ino, true, &r))
+	if (!resolve(c, true, &r))
 		return;
 	/* One pass: names go into the buffer while it has room, and the total
 	 * tells the size query (size 0) or ERANGE. */
@@ -490,6 +601,39 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	else
 		fuse_reply_buf(req, buf, total);
 	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	do_listxattr(&(struct call){ .req = req, .op = OP_LISTXATTR, .ino = ino, .size = size });
+}
+
+static void run(const struct call *c)
+{
+	switch (c->op) {
+	case OP_LOOKUP:
+		do_lookup(c);
+		break;
+	case OP_GETATTR:
+		do_getattr(c);
+		break;
+	case OP_READLINK:
+		do_readlink(c);
+		break;
+	case OP_READDIR:
+	case OP_READDIRPLUS:
+		do_readdir(c);
+		break;
+	case OP_READ:
+		do_read(c);
+		break;
+	case OP_GETXATTR:
+		do_getxattr(c);
+		break;
+	case OP_LISTXATTR:
+		do_listxattr(c);
+		break;
+	}
 }
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)

@@ -472,7 +472,7 @@ static char *lock_path(const char *cache_dir, const char *key)
 	return path;
 }
 
-int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeout_s, int *out)
+int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeout_s, const bool *cancel, int *out)
 {
 	int rc = mlfs_store_mkdirs(cache_dir, "index");
 	if (rc < 0)
@@ -496,6 +496,8 @@ int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeo
 				return -errno;
 			if (timeout_s && elapsed_ms(&start) >= (int64_t)timeout_s * 1000)
 				return -ETIMEDOUT;
+			if (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+				return -ECANCELED;
 			struct timespec nap = { 0, (long)ms * 1000000L };
 			nanosleep(&nap, NULL);
 		}

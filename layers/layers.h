@@ -216,8 +216,9 @@ int mlfs_cache_fit(const char *cache_dir, uint64_t max, uint64_t reserve, mlfs_c
 int mlfs_cache_clean_temps(const char *cache_dir, mlfs_cache_report_fn report, void *priv);
 /* One builder per layer across processes: an exclusive lock held while a
  * layer is fetched and indexed; waits at most timeout_s (0: forever),
- * -ETIMEDOUT after.  Released (and its file removed) by _unlock_build. */
-int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeout_s, int *fd);
+ * -ETIMEDOUT after, or until *cancel turns true (-ECANCELED; cancel may be
+ * NULL).  Released (and its file removed) by _unlock_build. */
+int mlfs_cache_lock_build(const char *cache_dir, const char *key, unsigned timeout_s, const bool *cancel, int *fd);
 void mlfs_cache_unlock_build(const char *cache_dir, const char *key, int fd);
 /* Re-checks a cached layer: its index checksum, its data file's size, its
  * chunk map's layout.  0 when sound, -EBADMSG with why (a short phrase). */

@@ -1,7 +1,7 @@
 """A forwarding HTTP proxy in front of a real docker-registry that can
 misbehave on purpose: answer 503 or 429 (with Retry-After), cut a blob
 download after N bytes, ignore Range (answer 200 with the whole body, as
-some registries and CDNs do), hold requests back for a while, or redirect blob GETs to a "blob store" on
+some registries and CDNs do), hold requests back for a while or until released, or redirect blob GETs to a "blob store" on
 another loopback host (as registries redirect to object storage).  Every request it
 sees is recorded with its headers, so tests can assert what mlfs sent where.
 
@@ -79,6 +79,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+HOLD_MAX = 120
+
+
 class FaultProxy:
     """Forwards to upstream (host, port) on 127.0.0.1:<port>, or on `bind`."""
 
@@ -92,6 +95,7 @@ class FaultProxy:
         self._misrange = None  # (regex, bytes): answer Range requests from that much earlier
         self._norange = None   # regex: forward without Range, so the answer is 200 + the whole body
         self._delays = []      # [regex, seconds, remaining]
+        self._hold = None      # (regex, threading.Event): matching requests wait for release()
         self._store = None     # callable(path) -> bytes|None, when acting as a blob store
         self.httpd = http.server.ThreadingHTTPServer((bind, 0), _Handler)
         self.httpd.daemon_threads = True
@@ -125,6 +129,15 @@ class FaultProxy:
         """Hold `times` matching requests back for `seconds` before serving them."""
         with self._lock:
             self._delays.append([re.compile(pattern), seconds, times])
+
+    def hold(self, pattern):
+        """Hold every matching request back until release() (or at most
+        HOLD_MAX seconds): a registry that has not answered yet."""
+        self._hold = (re.compile(pattern), threading.Event())
+
+    def release(self):
+        if self._hold:
+            self._hold[1].set()
 
     def ignore_range(self, pattern=r"/blobs/sha256:"):
         """Drop the Range header of matching requests before forwarding them:
@@ -166,6 +179,9 @@ class FaultProxy:
                     break
         if wait:
             time.sleep(wait)
+        hold = self._hold
+        if hold and hold[0].search(h.path):
+            hold[1].wait(HOLD_MAX)
         with self._lock:
             fault = None
             for f in self._faults:

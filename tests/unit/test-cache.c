@@ -943,7 +943,7 @@ static pid_t lock_child(const char *cache, const char *key, unsigned timeout_s, 
 		strcat(path, ".lock");
 		int fd = -1;
 		double t0 = now_s();
-		res.rc = mlfs_cache_lock_build(cache, key, timeout_s, &fd);
+		res.rc = mlfs_cache_lock_build(cache, key, timeout_s, NULL, &fd);
 		res.elapsed = now_s() - t0;
 		res.named = res.rc == 0 && fd_is_named(fd, path);
 		if (write(p[1], &res, sizeof res) != (ssize_t)sizeof res)
@@ -976,7 +976,7 @@ static void test_lock_build(void)
 	strcat(path2, ".lock");
 
 	int fd = -1;
-	tap_is_int(mlfs_cache_lock_build(cache, key, 1, &fd), 0, "lock taken (the cache made on the way)");
+	tap_is_int(mlfs_cache_lock_build(cache, key, 1, NULL, &fd), 0, "lock taken (the cache made on the way)");
 	tap_ok(fd >= 0 && exists(path) && fd_is_named(fd, path), "held on the file index/sha256/<hex>.lock");
 	tap_is_int(on_unit(cache, MLFS_CACHE_LOCK, path, 'u'), 1, "a held build lock is in use");
 	tap_is_int(on_unit(cache, MLFS_CACHE_LOCK, path, 'r'), -EBUSY, "and cannot be removed");
@@ -984,7 +984,7 @@ static void test_lock_build(void)
 	/* Released: the holder removes the file; the next builder goes at once. */
 	int fd2 = -1, rfd;
 	struct lock_result res;
-	tap_is_int(mlfs_cache_lock_build(cache, key2, 1, &fd2), 0, "another key's lock taken");
+	tap_is_int(mlfs_cache_lock_build(cache, key2, 1, NULL, &fd2), 0, "another key's lock taken");
 	mlfs_cache_unlock_build(cache, key2, fd2);
 	tap_ok(!exists(path2), "unlock removes the lock file");
 	tap_ok(exists(path), "not the other key's");
@@ -997,7 +997,7 @@ static void test_lock_build(void)
 
 	/* A waiter whose file is unlinked under it by the release opens the
 	 * name again: it must end up holding the named file. */
-	tap_is_int(mlfs_cache_lock_build(cache, key2, 1, &fd2), 0, "lock taken again");
+	tap_is_int(mlfs_cache_lock_build(cache, key2, 1, NULL, &fd2), 0, "lock taken again");
 	pid = lock_child(cache, key2, 2, -1, false, fd2, &rfd);
 	struct timespec nap = { 0, 50 * 1000000L };
 	nanosleep(&nap, NULL);
@@ -1013,7 +1013,7 @@ static void test_lock_build(void)
 	tap_ok(exists(path2), "its lock file is left");
 	tap_is_int(on_unit(cache, MLFS_CACHE_LOCK, path2, 'u'), 0, "a crashed builder's lock is not in use");
 	double t0 = now_s();
-	tap_is_int(mlfs_cache_lock_build(cache, key2, 1, &fd2), 0, "and is taken at once");
+	tap_is_int(mlfs_cache_lock_build(cache, key2, 1, NULL, &fd2), 0, "and is taken at once");
 	tap_ok(now_s() - t0 < 0.5 && fd_is_named(fd2, path2), "on the file left");
 	mlfs_cache_unlock_build(cache, key2, fd2);
 	mlfs_cache_unlock_build(cache, key2, -1); /* nothing held: nothing done */
@@ -1040,7 +1040,7 @@ static void test_lock_timeout_start(void)
 	timed.cache = cache_at("lock-timeout");
 	timed.key = "sha256:efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef";
 	timed.fd = -1;
-	tap_is_int(mlfs_cache_lock_build(timed.cache, timed.key, 1, &timed.fd), 0, "a build lock held");
+	tap_is_int(mlfs_cache_lock_build(timed.cache, timed.key, 1, NULL, &timed.fd), 0, "a build lock held");
 	timed.pid = lock_child(timed.cache, timed.key, 1, 0.3, false, timed.fd, &timed.rfd);
 }
 
@@ -1059,7 +1059,7 @@ static void test_lock_timeout_finish(void)
 	mlfs_cache_unlock_build(timed.cache, timed.key, timed.fd);
 	int fd = -1;
 	double t0 = now_s();
-	tap_is_int(mlfs_cache_lock_build(timed.cache, timed.key, 1, &fd), 0, "released: taken at once");
+	tap_is_int(mlfs_cache_lock_build(timed.cache, timed.key, 1, NULL, &fd), 0, "released: taken at once");
 	tap_ok(now_s() - t0 < 0.5, "at once");
 	mlfs_cache_unlock_build(timed.cache, timed.key, fd);
 	free(timed.cache);

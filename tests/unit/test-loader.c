@@ -268,6 +268,72 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
+/* Parked requests: each remembers how it was answered. */
+#define N_PARKED 1000
+
+struct parked_req {
+	atomic_int calls;
+	atomic_int status;
+	atomic_bool *cancel; /* NULL: never cancelled */
+};
+
+static void parked_done(void *arg, int status)
+{
+	struct parked_req *p = arg;
+	atomic_store(&p->status, status);
+	atomic_fetch_add(&p->calls, 1);
+}
+
+static bool parked_cancelled(void *arg)
+{
+	struct parked_req *p = arg;
+	return p->cancel && atomic_load(p->cancel);
+}
+
+/* Parks n requests from this one thread (layer i % (N_LAYERS + 1), the
+ * last being the view); those answered at once are marked as such.
+ * Returns how many were parked. */
+static unsigned park_many(struct loader *l, struct parked_req *p, unsigned n, atomic_bool *cancel)
+{
+	unsigned parked = 0;
+	for (unsigned i = 0; i < n; i++) {
+		size_t need = i % (N_LAYERS + 1) == N_LAYERS ? LOADER_VIEW : i % (N_LAYERS + 1);
+		atomic_init(&p[i].calls, 0);
+		atomic_init(&p[i].status, 1);
+		p[i].cancel = cancel;
+		int r = loader_park(l, need, parked_cancelled, parked_done, &p[i]);
+		if (r == 1) {
+			parked++;
+		} else {
+			atomic_store(&p[i].status, r);
+			atomic_store(&p[i].calls, 1);
+		}
+	}
+	return parked;
+}
+
+/* Waits (bounded) until every request was answered; true if each was
+ * answered exactly once, with `want`. */
+static bool all_answered(struct parked_req *p, unsigned n, int want)
+{
+	for (int spins = 0; spins < 3000; spins++) {
+		unsigned done = 0;
+		for (unsigned i = 0; i < n; i++)
+			done += atomic_load(&p[i].calls) > 0;
+		if (done == n)
+			break;
+		usleep(10000);
+	}
+	usleep(50000); /* and no second answer comes */
+	for (unsigned i = 0; i < n; i++)
+		if (atomic_load(&p[i].calls) != 1 || atomic_load(&p[i].status) != want) {
+			tap_diag("request %u: answered %d times, last with %d", i, atomic_load(&p[i].calls),
+				 atomic_load(&p[i].status));
+			return false;
+		}
+	return true;
+}
+
 /* N_THREADS readers at once; every one must have seen `expect`. */
 static void readers(struct loader *l, int expect, const char *what)
 {
@@ -321,6 +387,68 @@ int main(void)
 		tap_is_int(free_loader(l), 0, "loader_free");
 		fixture_free(&g);
 	}
+
+	/* Parking: a thousand requests from one thread, no thread each; the
+	 * waker answers every one once its layer or the view is published. */
+	static struct parked_req preq[N_PARKED];
+	struct fixture pk;
+	fixture_init(&pk, "park");
+	tap_is_int(loader_new(&pk.img, 2, 30, false, &l), 0, "loader_new for parking");
+	unsigned parked = park_many(l, preq, N_PARKED, NULL);
+	tap_ok(parked > 0, "requests parked during a cold load (%u of %u)", parked, N_PARKED);
+	tap_ok(all_answered(preq, N_PARKED, 0), "every parked request answered once, with success");
+	tap_is_int(loader_park(l, LOADER_VIEW, NULL, parked_done, &preq[0]), 0, "the view published: not parked");
+	tap_is_int(loader_park(l, N_LAYERS, NULL, parked_done, &preq[0]), -EINVAL, "no such layer: EINVAL");
+	tap_is_int(free_loader(l), 0, "loader_free after parking");
+	fixture_free(&pk);
+
+	/* A parked request whose caller gives up (an interrupted FUSE
+	 * request) is answered EINTR; the rest of the load goes on.  The top
+	 * layer's build lock is held here, so the load cannot finish. */
+	struct fixture st;
+	fixture_init(&st, "stop");
+	int lock = -1;
+	tap_is_int(mlfs_cache_lock_build(st.cache, st.diff_ids[N_LAYERS - 1], 1, NULL, &lock), 0,
+		   "the top layer's build lock, held by \"another process\"");
+	tap_is_int(loader_new(&st.img, 2, 30, false, &l), 0, "loader_new for stopping");
+	atomic_bool cancel = false;
+	parked = park_many(l, preq, 20, &cancel);
+	tap_is_int((int)parked, 20, "20 requests parked behind the held lock");
+	usleep(300 * 1000);
+	unsigned early = 0;
+	for (unsigned i = 0; i < 20; i++)
+		early += atomic_load(&preq[i].calls) != 0 && i % (N_LAYERS + 1) == N_LAYERS - 1;
+	tap_is_int((int)early, 0, "none waiting on the top layer answered while it cannot load");
+	atomic_store(&cancel, true);
+	bool ok = true;
+	for (unsigned i = 0; i < 20; i++) {
+		for (int spins = 0; spins < 300 && !atomic_load(&preq[i].calls); spins++)
+			usleep(10000);
+		int want = i % (N_LAYERS + 1) == N_LAYERS || i % (N_LAYERS + 1) == N_LAYERS - 1 ? -EINTR : 0;
+		if (atomic_load(&preq[i].calls) != 1 || (atomic_load(&preq[i].status) != want &&
+							   atomic_load(&preq[i].status) != -EINTR))
+			ok = false;
+	}
+	tap_ok(ok, "cancelled requests answered EINTR (those whose layer came: success)");
+
+	/* Stop: parked requests are answered EINTR and the worker stuck on
+	 * the lock is cancelled (mlfs_image_cancel), so every thread ends. */
+	parked = park_many(l, preq, 14, NULL);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	tap_is_int(loader_stop(l, 10), 0, "loader_stop ends the load stuck on a lock");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	tap_ok(t1.tv_sec - t0.tv_sec < 5, "within the lock poll, not the 30 s lock timeout");
+	ok = true;
+	for (unsigned i = 0; i < 14; i++)
+		if (atomic_load(&preq[i].calls) != 1 ||
+		    (atomic_load(&preq[i].status) != -EINTR && atomic_load(&preq[i].status) != 0))
+			ok = false;
+	tap_ok(ok && parked > 0, "every request parked before the stop answered once (EINTR)");
+	tap_is_int(loader_park(l, LOADER_VIEW, NULL, parked_done, &preq[0]), -EINTR, "parking after stop: EINTR");
+	tap_is_int(free_loader(l), 0, "loader_free after stop");
+	mlfs_cache_unlock_build(st.cache, st.diff_ids[N_LAYERS - 1], lock);
+	fixture_free(&st);
 
 	/* A load that fails: a blob missing from the cache, offline.  Every
 	 * waiter hears EIO; the next access within the backoff too, without a
