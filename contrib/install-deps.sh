@@ -15,6 +15,8 @@ packages=(
   python3 python3-pytest python3-jwt python3-cryptography
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
   strace gdb binutils              # crash tests: a kill at an exact syscall or function
+  gcc-i686-linux-gnu libc6-dev-i386-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
+                                   # 32-bit programs without large-file support (test_inode32)
 )
 
 missing=()

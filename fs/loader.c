@@ -166,6 +166,7 @@ static void view_free(struct mlfs_view *v)
 	for (size_t i = 0; v->entry_node && i < v->n_layers; i++)
 		free(v->entry_node[i]);
 	free(v->entry_node);
+	free(v->entries_above);
 	free(v);
 }
 
@@ -175,8 +176,13 @@ static int build_view(struct loader *l, struct mlfs_view *v, struct mlfs_err *er
 	v->n_layers = n;
 	v->layers = calloc(n ? n : 1, sizeof *v->layers);
 	v->entry_node = calloc(n ? n : 1, sizeof *v->entry_node);
-	if (!v->layers || !v->entry_node)
+	v->entries_above = calloc(n ? n : 1, sizeof *v->entries_above);
+	if (!v->layers || !v->entry_node || !v->entries_above)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = n; i-- > 0;) {
+		v->entries_above[i] = v->n_entries;
+		v->n_entries += mlfs_layer_count(atomic_load(&l->layers[i]));
+	}
 	for (size_t i = 0; i < n; i++) {
 		v->layers[i] = atomic_load(&l->layers[i]);
 		size_t count = mlfs_layer_count(v->layers[i]);

@@ -15,6 +15,8 @@ struct mlfs_view {
 	struct mlfs_layer **layers;   /* the loader's; not owned here */
 	size_t n_layers;
 	uint32_t **entry_node;        /* [layer][entry] -> the node whose inode that entry is, or UINT32_MAX */
+	uint64_t *entries_above;      /* [layer]: entries of the layers above it (inode numbers, fs/ops.c) */
+	uint64_t n_entries;           /* entries of all layers */
 	size_t n_inodes;
 	uint64_t total_bytes;         /* sum of regular file sizes, for statfs */
 };

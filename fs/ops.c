@@ -2,13 +2,21 @@
  *
  * Inode numbers.  An inode of the merged tree is one layer entry (the
  * topmost that names the path; for hardlinks the entry they all share),
- * so its FUSE number is made of that: ((layer + 1) << 32) + entry.  The
- * root is FUSE_ROOT_ID, and a directory no layer describes (an implicit
- * parent) gets IMPLICIT_BASE + its node.  The same number comes out
- * whether a lookup was answered early from the layers indexed so far
- * (fs/partial.c) or from the merged tree later, and it never changes for
- * the life of the mount: forget has nothing to do, and the kernel may
- * cache entries and attributes for as long as it likes.
+ * so its FUSE number is made of that.  The entries of all layers are
+ * numbered in a row from FIRST_ENTRY_INO, top layer first: entry e of
+ * layer L is FIRST_ENTRY_INO + (entries of the layers above L) + e.  An
+ * early answer from layer L (fs/partial.c) comes only once every layer
+ * above L is indexed — lookups go down from the top — so its number is
+ * known then, and it is the number the merged tree gives later.  The root
+ * is FUSE_ROOT_ID, and a directory no layer describes (an implicit parent,
+ * only ever answered from the tree) comes after all entries: + its node.
+ * Numbers stay below 2^32 for any image of fewer than about four billion
+ * entries, so 32-bit programs built without large-file support can
+ * stat() and readdir() the mount (a number above 2^32 is EOVERFLOW for
+ * them) — what overlayfs's xino gives its layers, here by counting.  A
+ * number never changes for the life of the mount: forget has nothing to
+ * do, and the kernel may cache entries and attributes for as long as it
+ * likes.
  *
  * Laziness.  Before the merged tree exists, lookup, getattr, read,
  * readlink and the xattr calls are answered from the single layer entry
@@ -42,7 +50,7 @@
 
 #define FOREVER (86400.0 * 365) /* the image never changes under the mount */
 #define EARLY_ENTRY_S 1.0       /* an early answer is final, but its link count is not */
-#define IMPLICIT_BASE (UINT64_C(1) << 56)
+#define FIRST_ENTRY_INO 2        /* after FUSE_ROOT_ID */
 
 static struct mlfs_fs *fs_of(fuse_req_t req)
 {
@@ -115,9 +123,23 @@ struct ref {
 	struct mlfs_entry e;
 };
 
-static fuse_ino_t ino_of_entry(unsigned layer, size_t entry)
+/* Entries of the layers above `layer`, from the published layers (an
+ * answer from `layer` means they all are); false if one is not. */
+static bool entries_above(struct loader *l, size_t layer, uint64_t *above)
 {
-	return ((fuse_ino_t)(layer + 1) << 32) + entry;
+	*above = 0;
+	for (size_t k = loader_layer_count(l); k-- > layer + 1;) {
+		const struct mlfs_layer *p;
+		if (!loader_layer_peek(l, k, &p, NULL))
+			return false;
+		*above += mlfs_layer_count(p);
+	}
+	return true;
+}
+
+static fuse_ino_t ino_of_entry(uint64_t above, size_t entry)
+{
+	return FIRST_ENTRY_INO + above + entry;
 }
 
 static fuse_ino_t ino_of_node(const struct mlfs_view *v, uint32_t node)
@@ -129,8 +151,8 @@ static fuse_ino_t ino_of_node(const struct mlfs_view *v, uint32_t node)
 	size_t entry;
 	mlfs_tree_entry(v->tree, node, &e, &layer, &entry);
 	if (layer == MLFS_TREE_IMPLICIT)
-		return IMPLICIT_BASE + node;
-	return ino_of_entry(layer, entry);
+		return FIRST_ENTRY_INO + v->n_entries + node;
+	return ino_of_entry(v->entries_above[layer], entry);
 }
 
 static void ref_from_node(struct ref *r, const struct mlfs_view *v, uint32_t node)
@@ -150,18 +172,47 @@ static bool node_of(const struct mlfs_view *v, fuse_ino_t ino, uint32_t *node)
 		*node = MLFS_TREE_ROOT;
 		return true;
 	}
-	if (ino >= IMPLICIT_BASE) {
-		uint64_t n = ino - IMPLICIT_BASE;
+	if (ino < FIRST_ENTRY_INO)
+		return false;
+	uint64_t n = ino - FIRST_ENTRY_INO;
+	if (n >= v->n_entries) {
+		n -= v->n_entries;
 		if (n >= mlfs_tree_count(v->tree))
 			return false;
 		*node = (uint32_t)n;
 		return true;
 	}
-	uint64_t layer = (ino >> 32) - 1, entry = ino & 0xffffffffu;
-	if ((ino >> 32) == 0 || layer >= v->n_layers || entry >= mlfs_layer_count(v->layers[layer]))
+	for (size_t layer = v->n_layers; layer-- > 0;) {
+		uint64_t entry = n - v->entries_above[layer];
+		if (entry < mlfs_layer_count(v->layers[layer])) {
+			*node = v->entry_node[layer][entry];
+			return *node != UINT32_MAX;
+		}
+	}
+	return false;
+}
+
+/* ino -> (layer, entry) from the layers published so far, top down; false
+ * when it is not an entry of one of those (an implicit directory, or a
+ * layer below one still loading: the tree will tell). */
+static bool entry_of(struct loader *l, fuse_ino_t ino, const struct mlfs_layer **layer, size_t *entry)
+{
+	if (ino < FIRST_ENTRY_INO)
 		return false;
-	*node = v->entry_node[layer][entry];
-	return *node != UINT32_MAX;
+	uint64_t n = ino - FIRST_ENTRY_INO, above = 0;
+	for (size_t k = loader_layer_count(l); k-- > 0;) {
+		const struct mlfs_layer *p;
+		if (!loader_layer_peek(l, k, &p, NULL))
+			return false;
+		size_t count = mlfs_layer_count(p);
+		if (n - above < count) {
+			*layer = p;
+			*entry = (size_t)(n - above);
+			return true;
+		}
+		above += count;
+	}
+	return false;
 }
 
 /* The ref for the call's inode: from the tree when there is one; early,
@@ -182,15 +233,9 @@ static bool resolve(const struct call *c, bool early, struct ref *r)
 		r->e = (struct mlfs_entry){ .path = "", .kind = MLFS_ENTRY_DIR, .mode = S_IFDIR | 0755 };
 		return true;
 	}
-	if (!v && early && ino > FUSE_ROOT_ID && ino < IMPLICIT_BASE) {
-		uint64_t layer = (ino >> 32) - 1, entry = ino & 0xffffffffu;
-		const struct mlfs_layer *l;
-		if ((ino >> 32) > 0 && loader_layer_peek(fs->loader, layer, &l, NULL) && entry < mlfs_layer_count(l)) {
-			r->layer = l;
-			r->entry = entry;
-			mlfs_layer_entry(l, entry, &r->e);
-			return true;
-		}
+	if (!v && early && entry_of(fs->loader, ino, &r->layer, &r->entry)) {
+		mlfs_layer_entry(r->layer, r->entry, &r->e);
+		return true;
 	}
 	if (!v) {
 		park(c, LOADER_VIEW);
@@ -320,7 +365,9 @@ static void do_lookup(const struct call *call)
 			return;
 		}
 		if (rc == 0) {
-			struct ref c = { .ino = ino_of_entry(layer, entry) };
+			uint64_t above;
+			entries_above(fs->loader, layer, &above); /* partial_lookup went through them all */
+			struct ref c = { .ino = ino_of_entry(above, entry) };
 			loader_layer_peek(fs->loader, layer, &c.layer, NULL);
 			c.entry = entry;
 			mlfs_layer_entry(c.layer, entry, &c.e);
