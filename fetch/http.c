@@ -18,9 +18,10 @@
  * address a connection really uses (CURLOPT_OPENSOCKETFUNCTION before
  * connecting, CURLOPT_PREREQFUNCTION for a reused connection), so a name
  * that resolves one way when checked and another when connecting (DNS
- * rebinding) gains nothing.  Behind a proxy the proxy resolves names: then
- * the name is resolved and checked here first, and the proxy is where any
- * stricter egress rule belongs.
+ * rebinding) gains nothing.  Behind a proxy the proxy would resolve the
+ * name: there it is resolved and checked here, and the proxy is asked to
+ * tunnel to the checked address (CURLOPT_CONNECT_TO), so it cannot resolve
+ * it anew.
  *
  * Why extra CAs go into OpenSSL's store: CURLOPT_CAINFO_BLOB replaces
  * libcurl's default CA bundle, and a copy of "the system bundle" read from
@@ -37,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -189,6 +191,12 @@ struct xfer {
 	bool foreign;
 	enum mlfs_addr_class home_class;
 	char refused[INET6_ADDRSTRLEN + 32]; /* "10.0.0.1 (private)": what a callback refused */
+	/* Behind a proxy, CURLOPT_CONNECT_TO's one entry, "host:port:address:port"
+	 * (hop_pin): libcurl keeps the pointer, so the list lives here. */
+	struct {
+		struct curl_slist item;
+		char spec[640];
+	} pin;
 };
 
 static char *header_value(const char *line, size_t len, const char *name)
@@ -627,8 +635,8 @@ static enum mlfs_addr_class home_class(struct mlfs_http *h)
 }
 
 /* Whether libcurl sends a URL of this scheme through a proxy from the
- * environment (its rules, no_proxy aside: counting a host it exempts as
- * proxied only costs the check of the connected address). */
+ * environment (its rules, no_proxy aside: a host it exempts is pinned all
+ * the same, and so connected to straight at the address checked here). */
 static bool proxy_in_env(const char *scheme)
 {
 	const char *v = NULL;
@@ -657,6 +665,79 @@ static int refuse(const struct mlfs_http_request *req, const char *url, const ch
 			    where);
 }
 
+/* The proxy connects, not us, and would resolve the name again: a name
+ * that answers one address to our check and another to the proxy (DNS
+ * rebinding) would reach anything the proxy can.  So the name is resolved
+ * here, once; every address it has is checked, and the hop is pinned to
+ * the first: CURLOPT_CONNECT_TO makes libcurl ask the proxy to CONNECT to
+ * that address (an HTTP proxy tunnels plain http too, CURLOPT_HTTPPROXYTUNNEL),
+ * while the Host header and TLS (SNI, the certificate's name) still use the
+ * name.  A name we cannot resolve is left to the proxy unpinned (where
+ * local DNS knows no outside names, the proxy is the only way out).
+ * Handles are reused: every hop starts unpinned (hop_unpin), and
+ * handle_give()'s curl_easy_reset() drops the pin with the rest. */
+
+static void hop_unpin(struct xfer *x)
+{
+	curl_easy_setopt(x->curl, CURLOPT_CONNECT_TO, NULL);
+	curl_easy_setopt(x->curl, CURLOPT_HTTPPROXYTUNNEL, 0L);
+}
+
+static long url_port(const char *url)
+{
+	CURLU *u = curl_url();
+	char *p = NULL;
+	long port = -1;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT) == CURLUE_OK)
+		port = strtol(p, NULL, 10);
+	curl_free(p);
+	curl_url_cleanup(u);
+	return port > 0 && port < 65536 ? port : -1;
+}
+
+static int hop_pin(struct xfer *x, const struct mlfs_http_request *req, const char *url, const char *host,
+		   struct mlfs_err *err)
+{
+	long port = url_port(url);
+	if (port < 0)
+		return mlfs_err_set(err, EINVAL, "invalid URL %.*s", (int)strcspn(url, "?"), url);
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+		return 0;
+	char first[INET6_ADDRSTRLEN] = "";
+	bool v6 = false;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		enum mlfs_addr_class c = mlfs_addr_classify(ai->ai_addr);
+		if (!mlfs_dest_allowed(c, x->home_class, x->foreign)) {
+			char where[512 + 32];
+			snprintf(where, sizeof where, "%s (%s)", host, mlfs_addr_class_name(c));
+			freeaddrinfo(res);
+			return refuse(req, url, where, err);
+		}
+		if (first[0] || (ai->ai_family != AF_INET && ai->ai_family != AF_INET6))
+			continue;
+		v6 = ai->ai_family == AF_INET6;
+		inet_ntop(ai->ai_family,
+			  v6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+			     : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr,
+			  first, sizeof first);
+	}
+	freeaddrinfo(res);
+	if (!first[0])
+		return 0;
+	int n = snprintf(x->pin.spec, sizeof x->pin.spec, v6 ? "%s:%ld:[%s]:%ld" : "%s:%ld:%s:%ld", host, port,
+			 first, port);
+	if (n < 0 || (size_t)n >= sizeof x->pin.spec)
+		return mlfs_err_set(err, EINVAL, "host name too long in %.*s", (int)strcspn(url, "?"), url);
+	x->pin.item.data = x->pin.spec;
+	x->pin.item.next = NULL;
+	curl_easy_setopt(x->curl, CURLOPT_CONNECT_TO, &x->pin.item);
+	curl_easy_setopt(x->curl, CURLOPT_HTTPPROXYTUNNEL, 1L);
+	log_debug(MLFS_AREA_FETCH, "through the proxy to %s at %s", host, first);
+	return 0;
+}
+
 /* What one hop may do, decided before it starts: 0 (and x->check_addr
  * when the socket callbacks must check the address), or -EPERM + err. */
 static int hop_policy(struct mlfs_http *h, const struct mlfs_http_request *req, const char *url, bool was_https,
@@ -666,6 +747,7 @@ static int hop_policy(struct mlfs_http *h, const struct mlfs_http_request *req, 
 	int n = (int)strcspn(url, "?");
 	x->check_addr = false;
 	x->refused[0] = '\0';
+	hop_unpin(x);
 	if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
 		return mlfs_err_set(err, EPERM, "refusing %.*s: only http:// and https:// URLs are fetched", n, url);
 	if (mlfs_url_scheme_host(url, scheme, sizeof scheme, host, sizeof host) < 0)
@@ -687,19 +769,10 @@ static int hop_policy(struct mlfs_http *h, const struct mlfs_http_request *req, 
 		x->check_addr = true;
 		return 0;
 	}
-	/* The proxy connects, not us: check the name as our resolver sees it.
-	 * A name it cannot resolve is left to the proxy (where local DNS
-	 * knows no outside names, the proxy is the only way out). */
-	unsigned mask = 0;
-	if (mlfs_host_classes(host, &mask) < 0)
+	/* An address literal, checked above, is what the proxy gets too. */
+	if (mlfs_ip_literal_class(host, &c) == 0)
 		return 0;
-	for (int k = 0; k <= MLFS_ADDR_SPECIAL; k++) {
-		if ((mask & (1u << k)) && !mlfs_dest_allowed(k, x->home_class, x->foreign)) {
-			snprintf(where, sizeof where, "%s (%s)", host, mlfs_addr_class_name(k));
-			return refuse(req, url, where, err);
-		}
-	}
-	return 0;
+	return hop_pin(x, req, url, host, err);
 }
 
 int mlfs_http_send(struct mlfs_http *h, const struct mlfs_http_request *req,

@@ -6,7 +6,10 @@ the mount and `mlfs export` must show what the runtimes extract.
 - a GNU header with NUL-filled uid/gid and junk in its "realsize" field
   (libarchive 3.6.2 reports 2176 bytes for the 14 the entry holds);
 - a PAX extended header as the archive's last record (libarchive: "Damaged
-  tar archive"; Go: the end of the archive);
+  tar archive"; Go: the end of the archive), also one of 100 KiB with no
+  end-of-archive blocks after it;
+- a size field padded with leading NULs (Go trims them; libarchive reads a
+  size of 0, then the file's data as a damaged header);
 - foreign xattrs (security.selinux, trusted.overlay.*, user.overlay.*) that
   a mount must not present as its own;
 - a sparse file, whose st_blocks must count its data, not its holes.
@@ -38,14 +41,14 @@ FOREIGN = ("security.selinux", "trusted.overlay.opaque", "user.overlay.opaque")
 # -- a layer written byte by byte ----------------------------------------------
 
 def _header(name, typ=b"0", size=0, mode=b"0000644\0", link=b"", nul_ids=False, gnu=False,
-            realsize=None):
+            realsize=None, size_field=None):
     h = bytearray(512)
     h[0:len(name)] = name
     h[100:108] = mode
     if not nul_ids:
         h[108:116] = b"0000000\0"
         h[116:124] = b"0000000\0"
-    h[124:136] = b"%011o\0" % size
+    h[124:136] = size_field if size_field is not None else b"%011o\0" % size
     h[136:148] = b"%011o\0" % 1700000000
     h[156:157] = typ
     h[157:157 + len(link)] = link
@@ -76,7 +79,7 @@ def _file(name, data, **kw):
     return _header(name, size=len(data), **kw) + _pad(data)
 
 
-def crafted_layer(trailing_pax=False):
+def crafted_layer(trailing_pax=False, odd=False):
     out = _header(b"d/", typ=b"5", mode=b"0000755\0")
     out += _header(b"d/zero", typ=b"2", mode=b"0000000\0", link=b"target")
     out += _file(b"d/target", b"t")
@@ -93,6 +96,12 @@ def crafted_layer(trailing_pax=False):
     if trailing_pax:
         # A PAX header with no entry after it, then the end-of-archive blocks.
         out += _pax([(b"path", b"nothing/follows")])
+    if odd:
+        # 14 bytes written "\0\0\0\0\0\0\0\0\0" "16\0"; then a PAX header of
+        # 100 KiB, and the stream ends there (no end-of-archive blocks).
+        out += _file(b"padded.txt", HELLO, size_field=b"\0" * 9 + b"16\0")
+        out += _pax([(b"comment", b"v" * (100 << 10))])
+        return out
     return out + b"\0" * 1024
 
 
@@ -130,7 +139,8 @@ def conformance(demo, tmp_path_factory):
     sparse = sparse_layer(work)
     digest = _push(demo.client, "conformance", "v1", [crafted_layer(), sparse])
     pax_end = _push(demo.client, "conformance", "pax-end", [crafted_layer(trailing_pax=True), sparse])
-    return Images(demo.registry, digest=digest, pax_end=pax_end, work=work)
+    odd = _push(demo.client, "conformance", "odd", [crafted_layer(odd=True), sparse])
+    return Images(demo.registry, digest=digest, pax_end=pax_end, odd=odd, work=work)
 
 
 # -- what a runtime's unpack gives ----------------------------------------------
@@ -217,9 +227,23 @@ def test_export_matches(mlfs, conformance, tmp_path):
         assert len(holes) == SPARSE_SIZE and holes[4096:4097] == b"A" and holes[-1:] == b"C"
 
 
-@pytest.mark.parametrize("tag", ["v1", "pax-end"])
+def test_nul_padded_size_and_long_trailing_pax(mounter, mlfs, conformance, tmp_path):
+    ref = conformance.ref("conformance:odd")
+    m = mounter.mount(ref)
+    assert sorted(os.listdir(m.mountpoint)) == sorted(NAMES + ["padded.txt"])
+    p = os.path.join(m.mountpoint, "padded.txt")
+    assert os.stat(p).st_size == len(HELLO)
+    assert read_in_child([p])[0][0] == HELLO
+    out = str(tmp_path / "out.tar")
+    assert_ok(mlfs("export", ref, "-o", out), allow_warnings=True)
+    with tarfile.open(out) as t:
+        assert t.extractfile(t.getmember(next(n for n in t.getnames() if n.endswith("padded.txt")))).read() \
+            == HELLO
+
+
+@pytest.mark.parametrize("tag", ["v1", "pax-end", "odd"])
 def test_mount_matches_umoci(mounter, conformance, tag):
-    digest = conformance.digest if tag == "v1" else conformance.pax_end
+    digest = {"v1": conformance.digest, "pax-end": conformance.pax_end, "odd": conformance.odd}[tag]
     want = _tree(unpack_reference(conformance.registry.host, "conformance", digest, conformance.work))
     m = mounter.mount(conformance.ref("conformance:" + tag))
     got = _tree(m.mountpoint)

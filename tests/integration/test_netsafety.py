@@ -9,7 +9,9 @@ http; a host other than the registry's own is reached only at a public
 address, or, for redirects and realms, in the registry's own class
 (loopback here); layer URLs only at public addresses; `--insecure` lifts
 the address rule.  Credentials never go to a plain-HTTP token realm off
-loopback.  Untrusted text reaches the terminal escaped.
+loopback.  Untrusted text reaches the terminal escaped.  Behind a proxy,
+which resolves names itself, a checked hop is pinned to the address mlfs
+checked: the proxy is asked to CONNECT to that address, not to the name.
 
 Each "nothing connected" check uses a bare TCP listener that records every
 connection, so a refusal is seen to happen before any byte leaves.
@@ -29,6 +31,7 @@ import http.server
 import pytest
 
 from conftest import auth_json
+from connectproxy import ConnectProxy
 from faultproxy import FaultProxy
 from helpers import assert_mlfs_error, assert_ok, unshare_wrap
 from registry import Registry, RegistryClient, free_port
@@ -307,6 +310,74 @@ def test_anonymous_token_from_plain_http_realm_still_works(mlfs, bearer):
     """The test issuer's realm is http://127.0.0.1:PORT: loopback, so
     anonymous (and credentialed) token requests to it go on as before."""
     assert_ok(mlfs("inspect", bearer.ref("public/demo:latest")))
+
+
+# -- behind a proxy -------------------------------------------------------------
+
+@pytest.fixture
+def connect_proxy():
+    p = ConnectProxy()
+    yield p
+    p.close()
+
+
+def test_redirect_through_proxy_goes_to_the_checked_address(mlfs, bearer, connect_proxy, tmp_path):
+    """The proxy resolves names: a name that gives mlfs's check one address
+    and the proxy another (DNS rebinding) would lead the proxy anywhere.
+    The redirect target blobs.test (127.0.0.2 by the hosts file: loopback,
+    like the registry) is resolved and checked by mlfs, and the proxy is
+    asked to CONNECT to that address, plain http included, never to the
+    name.  The blobs still arrive through the tunnel."""
+    reg = bearer.registry
+    store = FaultProxy(("127.0.0.1", reg.port), bind="127.0.0.2")
+    front = FaultProxy(("127.0.0.1", reg.port))
+    try:
+        def from_storage(path):
+            digest = path.split("/blobs/", 1)[1].split("?", 1)[0]
+            try:
+                with open(reg.blob_data_path(digest), "rb") as f:
+                    return f.read()
+            except OSError:
+                return None
+        store.serve_blobs_from(from_storage)
+        front.redirect_blobs("http://blobs.test:%d" % store.port)
+        r = mlfs("pull", "--keep-blobs", "--platform", "linux/arm64", front.host + "/public/demo:latest",
+                 env_extra={"http_proxy": connect_proxy.url, "no_proxy": "127.0.0.1"},
+                 wrap=unshare_wrap(hosts_file(tmp_path, ("127.0.0.2", "blobs.test"))))
+        assert_ok(r)
+        assert store.seen, "the redirect was not followed"
+        assert connect_proxy.connects(), connect_proxy.targets
+        assert set(connect_proxy.connects()) == {"127.0.0.2:%d" % store.port}, connect_proxy.targets
+        assert not any("blobs.test" in t for t in connect_proxy.targets), connect_proxy.targets
+    finally:
+        store.close()
+        front.close()
+
+
+@pytest.mark.parametrize("addr,want", [("203.0.113.7", "203.0.113.7:443"),
+                                       ("2001:db8::7", "[2001:db8::7]:443")])
+def test_foreign_url_through_proxy_goes_to_the_checked_address(mlfs, foreign_reg, connect_proxy, tmp_path,
+                                                               addr, want):
+    """A layer URL by name (layer.test, a public address by the hosts file):
+    the proxy is asked to CONNECT to that address (IPv6 in brackets), which
+    this proxy refuses (it reaches loopback only), so the pull fails after."""
+    ref = foreign_reg("proxied-" + addr.replace(":", "-"), ["https://layer.test/layer"])
+    r = mlfs("pull", "--keep-blobs", ref, env_extra={"https_proxy": connect_proxy.url},
+             wrap=unshare_wrap(hosts_file(tmp_path, (addr, "layer.test"))))
+    assert_mlfs_error(r)
+    assert connect_proxy.connects() and set(connect_proxy.connects()) == {want}, connect_proxy.targets
+
+
+def test_redirect_through_proxy_to_link_local_name_refused(mlfs, front, connect_proxy, tmp_path):
+    """Behind a proxy the name is still checked first: metadata.test ->
+    169.254.169.254 is refused and the proxy hears nothing."""
+    front.redirect_blobs("http://metadata.test")
+    r = pull_public(mlfs, front, timeout=120,
+                    env_extra={"http_proxy": connect_proxy.url, "no_proxy": "127.0.0.1"},
+                    wrap=unshare_wrap(hosts_file(tmp_path, ("169.254.169.254", "metadata.test"))))
+    line = assert_mlfs_error(r, "refusing")
+    assert "link-local" in line, line
+    assert connect_proxy.targets == []
 
 
 # -- untrusted text -------------------------------------------------------------

@@ -49,6 +49,10 @@ struct hdr {
 	bool gnu;             /* magic "ustar  \0" instead of "ustar\0" "00" */
 	bool v7;              /* no magic at all */
 	const char *realsize; /* GNU: bytes at offset 483 */
+	const char *size_field; /* the 12 bytes at offset 124 as written; NULL: octal of size */
+	const char *uid_field;  /* the 8 bytes at offset 108 as written */
+	const char *mode_field; /* the 8 bytes at offset 100 as written (over mode) */
+	bool nul_sum;           /* checksum written as NUL, six digits, space */
 };
 
 static void header(struct buf *b, const struct hdr *h)
@@ -60,9 +64,13 @@ static void header(struct buf *b, const struct hdr *h)
 		memcpy(x + 108, "0000000", 8);
 		memcpy(x + 116, "0000000", 8);
 	}
+	if (h->uid_field)
+		memcpy(x + 108, h->uid_field, 8);
+	if (h->mode_field)
+		memcpy(x + 100, h->mode_field, 8);
 	char f[13];
 	snprintf(f, sizeof f, "%011zo", h->size);
-	memcpy(x + 124, f, 12);
+	memcpy(x + 124, h->size_field ? h->size_field : f, 12);
 	snprintf(f, sizeof f, "%011o", 1700000000u);
 	memcpy(x + 136, f, 12);
 	x[156] = (unsigned char)h->type;
@@ -79,7 +87,11 @@ static void header(struct buf *b, const struct hdr *h)
 	for (size_t i = 0; i < sizeof x; i++)
 		sum += x[i];
 	snprintf(f, sizeof f, "%06o", sum);
-	memcpy(x + 148, f, 7); /* six digits, NUL, and the space already there */
+	if (h->nul_sum) {
+		x[148] = 0;
+		memcpy(x + 149, f, 6); /* NUL, six digits, and the space already there */
+	} else
+		memcpy(x + 148, f, 7); /* six digits, NUL, and the space already there */
 	put(b, x, sizeof x);
 }
 
@@ -107,6 +119,35 @@ static void pax(struct buf *b, const char *key, const char *value)
 	zeros(b, 512 - strlen(rec));
 }
 
+/* A PAX extended header of one "comment" record `total` bytes long. */
+static void pax_sized(struct buf *b, size_t total)
+{
+	char *rec = malloc(total + 1);
+	if (!rec)
+		abort();
+	int n = snprintf(rec, total + 1, "%zu comment=", total);
+	memset(rec + n, 'v', total - (size_t)n - 1);
+	rec[total - 1] = '\n';
+	header(b, &(struct hdr){ .name = "PaxHeaders/x", .type = 'x', .size = total });
+	put(b, rec, total);
+	zeros(b, (512 - total % 512) % 512);
+	free(rec);
+}
+
+/* A GNU long name of len bytes (its NUL included). */
+static void longname_sized(struct buf *b, size_t len)
+{
+	char *name = malloc(len);
+	if (!name)
+		abort();
+	memset(name, 'n', len - 1);
+	name[len - 1] = '\0';
+	header(b, &(struct hdr){ .name = "././@LongLink", .type = 'L', .size = len });
+	put(b, name, len);
+	zeros(b, (512 - len % 512) % 512);
+	free(name);
+}
+
 static void longname(struct buf *b, const char *name)
 {
 	header(b, &(struct hdr){ .name = "././@LongLink", .type = 'L', .size = strlen(name) + 1 });
@@ -115,6 +156,7 @@ static void longname(struct buf *b, const char *name)
 }
 
 static const char *dir;
+static char last_err[1024]; /* open_buf's error message */
 
 /* Indexes the stream; *l gets the layer (0) or the error (-errno). */
 static int open_buf(const struct buf *b, struct mlfs_layer **l)
@@ -127,6 +169,7 @@ static int open_buf(const struct buf *b, struct mlfs_layer **l)
 	struct mlfs_err err = { 0 };
 	*l = NULL;
 	int rc = lg_open(cache, path, NULL, NULL, l, &err);
+	snprintf(last_err, sizeof last_err, "%s", rc < 0 ? err.msg : "");
 	if (rc < 0)
 		tap_diag("open: %s", err.msg);
 	return rc;
@@ -226,6 +269,85 @@ static void misread_sizes(void)
 	}
 }
 
+/* Numeric fields padded with leading NULs (or NULs and spaces): Go's
+ * parseOctal trims both from both ends, libarchive's tar_atol stops at the
+ * first NUL (a size of 0, and the data then parsed as headers). */
+static void nul_padded_numbers(void)
+{
+	static const char hello[] = "hello, world!\n";
+	char big[2001];
+	for (size_t i = 0; i < sizeof big - 1; i++)
+		big[i] = (char)('a' + i % 26);
+	big[sizeof big - 1] = '\0';
+	static const struct {
+		const char *what;
+		struct hdr h;
+		bool big;
+		const char *pax_size;  /* a PAX header first, its size field as written */
+		unsigned uid, mode;
+		int want;
+		const char *msg; /* the error says this */
+	} cases[] = {
+		{ .what = "size: 9 NULs, \"16\", NUL",
+		  .h = { .name = "hello.txt", .size_field = "\0\0\0\0\0\0\0\0\0" "16" "\0" } },
+		{ .what = "size: spaces and NULs around the digits",
+		  .h = { .name = "hello.txt", .size_field = " \0 \0" "0000016" " " } },
+		{ .what = "size: leading NULs, 2000 bytes of data",
+		  .h = { .name = "hello.txt", .size_field = "\0\0\0\0\0\0\0" "3720" "\0" }, .big = true },
+		{ .what = "GNU header, size with leading NULs",
+		  .h = { .name = "hello.txt", .gnu = true, .size_field = "\0\0\0\0\0\0\0\0\0" "16" "\0" } },
+		{ .what = "uid with leading NULs",
+		  .h = { .name = "hello.txt", .uid_field = "\0\0\0" "1750" "\0" }, .uid = 1000 },
+		{ .what = "mode with leading NULs",
+		  .h = { .name = "hello.txt", .mode_field = "\0\0\0" "0755" "\0" }, .mode = 0755 },
+		{ .what = "checksum with a leading NUL",
+		  .h = { .name = "hello.txt", .nul_sum = true } },
+		{ .what = "a PAX header whose size has leading NULs",
+		  .h = { .name = "hello.txt" }, .pax_size = "\0\0\0\0\0\0\0\0\0" "26" "\0" },
+		/* Go's ParseUint fails on the 'x': ErrHeader, and libarchive
+		 * reads a size of 0, then the data as a damaged header. */
+		{ .what = "size: leading NULs, then \"16x\" (Go fails too)",
+		  .h = { .name = "hello.txt", .size_field = "\0\0\0\0\0\0\0\0" "16x" "\0" },
+		  .want = -EBADMSG, .msg = "size field" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct buf b = { 0 };
+		file(&b, (struct hdr){ .name = "first.txt" }, "first", true);
+		if (cases[i].pax_size) {
+			static const char rec[] = "22 mtime=1700000000.5\n"; /* 22 bytes: 026 */
+			header(&b, &(struct hdr){ .name = "PaxHeaders/x", .type = 'x', .size = 22,
+						  .size_field = cases[i].pax_size });
+			put(&b, rec, strlen(rec));
+			zeros(&b, 512 - strlen(rec));
+		}
+		const char *data = cases[i].big ? big : hello;
+		file(&b, cases[i].h, data, true);
+		file(&b, (struct hdr){ .name = "after.txt" }, "abc", true);
+		zeros(&b, 1024);
+		struct mlfs_layer *l;
+		int rc = open_buf(&b, &l);
+		tap_is_int(rc, cases[i].want, cases[i].what);
+		if (rc == 0) {
+			tap_ok(mlfs_layer_count(l) == 3 && content_is(l, "first.txt", "first") &&
+			       content_is(l, "hello.txt", data) && content_is(l, "after.txt", "abc"),
+			       "  read as Go reads it: three files, whole");
+			struct mlfs_entry e;
+			find(l, "hello.txt", &e);
+			if (cases[i].uid)
+				tap_is_int(e.uid, cases[i].uid, "  its uid");
+			if (cases[i].mode)
+				tap_is_int(e.mode, S_IFREG | cases[i].mode, "  its mode");
+			if (cases[i].pax_size)
+				tap_is_int(e.mtime_nsec, 500000000, "  the PAX record applied");
+		}
+		if (cases[i].msg)
+			tap_ok(strstr(last_err, cases[i].msg) && !strstr(last_err, "INTERNAL"),
+			       "  one line that says why: %s", last_err);
+		mlfs_layer_free(l);
+		free(b.p);
+	}
+}
+
 /* How an archive may end.  want: 0 when Go's archive/tar reads it to a
  * clean end (and so must we), else it fails (and we keep failing), except
  * where noted. */
@@ -299,6 +421,125 @@ static void endings(void)
 			tap_ok(content_is(l, "first.txt", "first") && content_is(l, "hello.txt", hello),
 			       "  and read back whole");
 		}
+		mlfs_layer_free(l);
+		free(b.p);
+	}
+}
+
+/* Meta headers at the end longer than any window a reader might keep of
+ * the stream's recent bytes, up to Go's limit of 1 MiB for one header. */
+static void long_endings(void)
+{
+	static const char hello[] = "hello, world!\n";
+	enum tail { BIG_PAX_EOF, BIG_PAX_Z2, CHAIN_EOF, MIB_PAX_EOF, OVER_MIB_PAX_EOF, OVER_MIB_LONG_Z2,
+		    PAX_CUT_PAD, BAD_RECORDS_EOF };
+	static const struct {
+		enum tail tail;
+		const char *what;
+		int want;
+		const char *msg; /* the error says this */
+	} cases[] = {
+		{ BIG_PAX_EOF, "a 100 KiB PAX header last, then the stream ends", 0, NULL },
+		{ BIG_PAX_Z2, "a 100 KiB PAX header last, then the end-of-archive blocks", 0, NULL },
+		{ CHAIN_EOF, "three 30 KiB PAX headers and a 30 KiB long name last, then the stream ends", 0, NULL },
+		{ MIB_PAX_EOF, "a PAX header of exactly 1 MiB last, then the stream ends", 0, NULL },
+		{ OVER_MIB_PAX_EOF, "a PAX header of 1 MiB + 1 last (Go: ErrFieldTooLong)", -EBADMSG, "1 MiB" },
+		{ OVER_MIB_LONG_Z2, "a long name of 1 MiB + 1 last (Go: ErrFieldTooLong)", -EBADMSG, "1 MiB" },
+		{ PAX_CUT_PAD, "a PAX header last, the padding of its records cut short", 0, NULL },
+		{ BAD_RECORDS_EOF, "a PAX header last whose records Go cannot parse", -EBADMSG, "records" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct buf b = { 0 };
+		enum tail t = cases[i].tail;
+		file(&b, (struct hdr){ .name = "first.txt" }, "first", true);
+		file(&b, (struct hdr){ .name = "hello.txt" }, hello, true);
+		switch (t) {
+		case BIG_PAX_EOF: case BIG_PAX_Z2: pax_sized(&b, 100 << 10); break;
+		case CHAIN_EOF:
+			for (int k = 0; k < 3; k++)
+				pax_sized(&b, 30 << 10);
+			longname_sized(&b, 30 << 10);
+			break;
+		case MIB_PAX_EOF: pax_sized(&b, 1 << 20); break;
+		case OVER_MIB_PAX_EOF: pax_sized(&b, (1 << 20) + 1); break;
+		case OVER_MIB_LONG_Z2: longname_sized(&b, (1 << 20) + 1); break;
+		case PAX_CUT_PAD: pax(&b, "path", "nothing/follows"); b.len -= 100; break;
+		case BAD_RECORDS_EOF: pax(&b, "path", "nothing/follows"); b.p[b.len - 512] = 'x'; break;
+		}
+		if (t == BIG_PAX_Z2 || t == OVER_MIB_LONG_Z2)
+			zeros(&b, 1024);
+		struct mlfs_layer *l;
+		int rc = open_buf(&b, &l);
+		tap_is_int(rc, cases[i].want, cases[i].what);
+		if (rc == 0) {
+			tap_is_int(mlfs_layer_count(l), 2, "  both files indexed");
+			tap_ok(content_is(l, "first.txt", "first") && content_is(l, "hello.txt", hello),
+			       "  and read back whole");
+		}
+		if (cases[i].msg)
+			tap_ok(strstr(last_err, cases[i].msg) && !strchr(last_err, '\n'),
+			       "  one line that says why: %s", last_err);
+		mlfs_layer_free(l);
+		free(b.p);
+	}
+}
+
+/* The walk that finds such headers follows every entry before them as Go
+ * does: GNU tar's sparse files, old GNU format (extension blocks after the
+ * header when a file has more than four data regions) and PAX 1.0 (a map
+ * ahead of the data).  GNU tar writes the next file, whose size field is
+ * then rewritten with leading NULs. */
+static void nul_padded_after_sparse(void)
+{
+	static const char hello[] = "hello, world!\n";
+	char src[4200], f[4300], tar[4200], cmd[16384];
+	snprintf(src, sizeof src, "%s/sparse-many", dir);
+	mkdir(src, 0755);
+	snprintf(f, sizeof f, "%s/holes", src);
+	int fd = open(f, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	for (int i = 0; fd >= 0 && i < 12; i++)
+		if (pwrite(fd, "D", 1, (off_t)i * 100000) != 1)
+			abort();
+	if (fd < 0 || ftruncate(fd, 1300000) < 0)
+		abort();
+	close(fd);
+	snprintf(f, sizeof f, "%s/odd.txt", src);
+	lg_write_bytes(f, hello, strlen(hello));
+	for (int pass = 0; pass < 2; pass++) {
+		const char *format = pass ? "posix" : "gnu";
+		snprintf(tar, sizeof tar, "%s/many-%s.tar", dir, format);
+		snprintf(cmd, sizeof cmd, "tar --sparse --format=%s -C '%s' -cf '%s' holes odd.txt", format, src,
+			 tar);
+		struct buf b = { 0 };
+		FILE *fp = system(cmd) == 0 ? fopen(tar, "rb") : NULL;
+		char chunk[4096];
+		size_t n;
+		while (fp && (n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+			put(&b, chunk, n);
+		if (fp)
+			fclose(fp);
+		bool patched = false;
+		for (size_t o = 512; !patched && o + 512 <= b.len; o += 512) {
+			unsigned char *h = b.p + o;
+			if (memcmp(h, "odd.txt", 8) || h[156] != '0')
+				continue;
+			memcpy(h + 124, "\0\0\0\0\0\0\0\0\0" "16" "\0", 12);
+			memset(h + 148, ' ', 8);
+			unsigned sum = 0;
+			for (size_t i = 0; i < 512; i++)
+				sum += h[i];
+			char c[8];
+			snprintf(c, sizeof c, "%06o", sum & 0777777);
+			memcpy(h + 148, c, 7);
+			patched = true;
+		}
+		tap_ok(patched && (pass || b.p[156] == 'S'), "%s sparse tar made, the next size rewritten", format);
+		struct mlfs_layer *l;
+		int rc = open_buf(&b, &l);
+		struct mlfs_entry e;
+		find(l, "holes", &e);
+		tap_ok(rc == 0 && e.size == 1300000 && content_is(l, "odd.txt", hello),
+		       "after a %s sparse file: the entry with leading NULs read whole", format);
 		mlfs_layer_free(l);
 		free(b.p);
 	}
@@ -434,7 +675,10 @@ int main(void)
 	snprintf(cache, sizeof cache, "%s/cache", dir);
 	symlink_modes();
 	misread_sizes();
+	nul_padded_numbers();
+	nul_padded_after_sparse();
 	endings();
+	long_endings();
 	xattrs(cache);
 	stored_bytes(cache);
 	lg_rmrf(d);
