@@ -385,6 +385,11 @@ static int helper_run(struct helper_run *h, struct mlfs_err *err)
 	if (r < 0)
 		return mlfs_err_set(err, -r, "%s get (configured in %s): %s", h->prog, h->file,
 				    strerror(-r));
+	/* posix_spawn reports a failed exec by its return value only where it
+	 * can share memory with the child (not under qemu-user, which turns
+	 * vfork into fork): there the child exits 127, as a shell would. */
+	if (WIFEXITED(h->status) && WEXITSTATUS(h->status) == 127 && h->out_len == 0)
+		return mlfs_err_set(err, ENOENT, "%s not found on PATH (configured in %s)", h->prog, h->file);
 	return 0;
 }
 

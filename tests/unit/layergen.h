@@ -24,7 +24,7 @@ struct lg_entry {
 	unsigned mode;        /* permission bits; 0: 0644 / 0755 */
 	const char *data;     /* file contents (NUL-terminated) */
 	const char *link;     /* symlink or hardlink target */
-	long uid, gid;
+	long long uid, gid;
 	long long mtime;
 	long nsec;
 	const char *xname;    /* one xattr */
