@@ -4,6 +4,7 @@
 #   build/       -Werror build: unit tests, then the integration tests on it
 #   build-asan/  ASan+UBSan build: unit tests
 #   build-fuzz/  clang libFuzzer targets, each run for $MLFS_FUZZ_SECONDS (default 45: 8 targets; longer runs are recorded in tests/fuzz/README.md)
+#   build-ARCH/  cross builds (contrib/cross.sh) for armhf, s390x, arm64: unit tests under qemu-user
 #   build-tsan/  ThreadSanitizer build: unit tests, then the integration tests
 #                of concurrent readers during a load (about a minute and a half)
 set -uo pipefail
@@ -67,6 +68,21 @@ if CC=clang meson_build_and_test build-fuzz -Dfuzz=true; then
     fi
   done
 fi
+
+# Other CPUs: armhf (32-bit), s390x (big-endian) and arm64, cross-built
+# and unit-tested under qemu-user; the integration tests then run their
+# export differential and the cross-architecture cache (test_cross.py).
+for arch in armhf s390x arm64; do
+  step "cross build and unit tests: $arch"
+  if ! contrib/cross.sh "$arch"; then
+    status=1
+    [ -x "build-$arch/fs/mlfs" ] || build_failed "cross-$arch"
+  fi
+  [ -f "build-$arch/meson-logs/testlog.junit.xml" ] &&
+    sed "s/testsuite name=\"/testsuite name=\"$arch-/; s/classname=\"/classname=\"$arch./g" \
+      "build-$arch/meson-logs/testlog.junit.xml" > "$reports/unit-$arch.xml"
+done
+export MLFS_CROSS="armhf s390x arm64"
 
 if [ -x build/fs/mlfs ]; then
   step "integration tests"
