@@ -19,6 +19,7 @@ import pytest
 from reference import push_rich_image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
 SOURCE = os.path.join(HERE, "progs", "stat32.c")
 
 TARGETS = {
@@ -99,4 +100,27 @@ def test_inode_numbers_are_small_and_stable(mounter, demo, rich32):
     os.listdir(m.mountpoint)  # the merged tree from here on
     for rel in deep:
         assert os.lstat(m.path(rel)).st_ino == first[rel], rel
+    assert m.unmount() == 0
+
+
+def test_armhf_daemon_under_qemu(mounter, demo, rich32, stat32, tmp_path):
+    """The armhf build of mlfs itself serves the mount (under qemu-user:
+    FUSE's messages are host-endian, so this works for little-endian
+    guests only; s390x is covered by test_cross.py without FUSE), and
+    both 32-bit programs walk it without EOVERFLOW."""
+    binary = os.path.join(TOP, "build-armhf", "fs", "mlfs")
+    if not os.access(binary, os.X_OK):
+        if "armhf" in os.environ.get("MLFS_CROSS", "").split():
+            pytest.fail("%s is missing: contrib/cross.sh armhf did not build it" % binary)
+        pytest.skip("no armhf build (contrib/cross.sh armhf)")
+    wrapper = tmp_path / "mlfs-armhf"
+    wrapper.write_text("#!/bin/sh\nexec qemu-arm-static -L %s %s \"$@\"\n"
+                       % (os.path.join(TOP, "build-armhf-sysroot"), binary))
+    wrapper.chmod(0o755)
+    mounter.binary = str(wrapper)
+    m = mounter.mount(demo.registry.host + "/rich32:v1", foreground=True)
+    for arch in sorted(TARGETS):
+        r = run_stat32(stat32[arch], m.mountpoint)
+        assert r["errors"] == 0, (arch, r["failures"][:20])
+        assert r["entries"] == walk_count(m.mountpoint) > 0
     assert m.unmount() == 0
