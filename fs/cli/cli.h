@@ -38,3 +38,4 @@ int mlfs_cmd_inspect(int argc, char **argv);
 int mlfs_cmd_pull(int argc, char **argv);
 int mlfs_cmd_export(int argc, char **argv);
 int mlfs_cmd_cache(int argc, char **argv);
+int mlfs_cmd_chroot(int argc, char **argv);

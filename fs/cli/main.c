@@ -20,6 +20,7 @@ static const struct {
 	{ "export", mlfs_cmd_export, "write an image's merged root filesystem as tar or mtree" },
 	{ "mount", mlfs_cmd_mount, "mount an image read-only (as mount.mlfs REF DIR -o ...)" },
 	{ "cache", mlfs_cmd_cache, "list, measure, evict, remove and verify what the cache holds" },
+	{ "chroot", mlfs_cmd_chroot, "run a command in a writable, disposable chroot of an image" },
 };
 
 static int usage(FILE *f)
