@@ -21,6 +21,7 @@
  * be run, 127 when it was not found. */
 #include "fs/cli/cli.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -180,7 +181,8 @@ static int mountf(const char *src, const char *target, const char *type, unsigne
 /* root/PATH, for the places under the chroot's root. */
 static const char *under(const char *root, const char *path, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s/%s", root, path);
+	if (snprintf(buf, len, "%s/%s", root, path) >= (int)len)
+		buf[0] = '\0'; /* too long: names nothing */
 	return buf;
 }
 
@@ -333,6 +335,44 @@ static void show_log(const char *log, bool all)
 		fclose(f);
 }
 
+static void remove_work(const char *work)
+{
+	static const char *const files[] = { "mount.log", "pid" }, *const dirs[] = { "lower", "root", "rw" };
+	char p[PATH_MAX];
+	for (size_t i = 0; i < 2; i++)
+		unlink(under(work, files[i], p, sizeof p));
+	for (size_t i = 0; i < 3; i++)
+		rmdir(under(work, dirs[i], p, sizeof p));
+	rmdir(work);
+}
+
+/* Work directories of chroots that were killed (their mounts went with
+ * their namespace; these empty directories stayed). */
+static void remove_stale_work(const char *parent)
+{
+	DIR *d = opendir(parent);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char work[PATH_MAX], p[PATH_MAX];
+		if (strncmp(de->d_name, "mlfs-chroot.", 12) || strlen(de->d_name) != 18)
+			continue;
+		snprintf(work, sizeof work, "%s/%s", parent, de->d_name);
+		FILE *f = fopen(under(work, "pid", p, sizeof p), "re");
+		long pid = 0;
+		if (f) {
+			if (fscanf(f, "%ld", &pid) != 1)
+				pid = 0;
+			fclose(f);
+		}
+		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+			continue; /* its chroot runs */
+		if (pid > 0 || !f)
+			remove_work(work);
+	}
+	if (d)
+		closedir(d);
+}
+
 static bool mounted(const char *dir, const char *parent)
 {
 	struct stat a, b;
@@ -433,11 +473,19 @@ int mlfs_cmd_chroot(int argc, char **argv)
 		mlfs_err_set(&err, ENOMEM, "out of memory");
 		goto fail;
 	}
+	remove_stale_work("/run");
+	remove_stale_work("/tmp");
 	if (!mkdtemp(work) && (memcpy(work, "/tmp", 4), !mkdtemp(work))) {
 		mlfs_err_set(&err, errno, "cannot make a work directory: %s", strerror(errno));
 		goto fail;
 	}
 	made = true;
+	char pidfile[64];
+	FILE *pf = fopen(under(work, "pid", pidfile, sizeof pidfile), "we");
+	if (pf) {
+		fprintf(pf, "%ld\n", (long)getpid());
+		fclose(pf);
+	}
 	snprintf(lower, sizeof lower, "%s/lower", work);
 	snprintf(root, sizeof root, "%s/root", work);
 	snprintf(rw, sizeof rw, "%s/rw", work);
@@ -514,13 +562,8 @@ out:
 		stop_daemon(daemon);
 		show_log(log, false);
 	}
-	if (made) {
-		unlink(log);
-		rmdir(lower);
-		rmdir(root);
-		rmdir(rw);
-		rmdir(work);
-	}
+	if (made)
+		remove_work(work);
 	free(pinned);
 	mlfs_image_free(img);
 	mount_opts_clear(&mo);
