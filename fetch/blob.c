@@ -19,27 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/dirs.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "fetch/internal.h"
-
-static int mkdir_p(const char *path)
-{
-	char buf[4096];
-	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
 
 struct blob_sink {
 	int fd;
@@ -200,7 +183,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	int r = use_cached(final, desc, observe, priv, err);
 	if (r != 0)
 		return r < 0 ? r : 1;
-	r = mkdir_p(dir);
+	r = mlfs_mkdir_p(dir, 0755);
 	if (r < 0)
 		return mlfs_err_set(err, -r, "cannot create the cache directory %s: %s", dir, strerror(-r));
 	_cleanup_close_ int fd = -1;

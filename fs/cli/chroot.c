@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/dirs.h"
 #include "common/log.h"
 #include "fs/mountopts.h"
 
@@ -153,22 +154,6 @@ static int check_runnable(const struct mlfs_platform *img, struct mlfs_err *err)
 			    img->variant, host.arch, f ? "enabled" : "registered", q);
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char buf[PATH_MAX];
-	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return mkdir(buf, mode) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 static int mountf(const char *src, const char *target, const char *type, unsigned long flags, const char *data,
 		  struct mlfs_err *err)
 {
@@ -192,7 +177,7 @@ static int furnish(const char *root, struct mlfs_err *err)
 	char p[PATH_MAX], q[PATH_MAX];
 	static const char *const dirs[] = { "proc", "sys", "dev", "etc", "tmp" };
 	for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
-		if (mkdir_p(under(root, dirs[i], p, sizeof p), dirs[i][0] == 't' ? 01777 : 0755) < 0)
+		if (mlfs_mkdir_p(under(root, dirs[i], p, sizeof p), dirs[i][0] == 't' ? 01777 : 0755) < 0)
 			return mlfs_err_set(err, errno, "cannot make %s in the chroot: %s", p, strerror(errno));
 	int r;
 	if ((r = mountf("proc", under(root, "proc", p, sizeof p), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL,
@@ -531,7 +516,7 @@ int mlfs_cmd_chroot(int argc, char **argv)
 		snprintf(upper, sizeof upper, "%s/upper", rw);
 		snprintf(wdir, sizeof wdir, "%s/work", rw);
 	}
-	if (mkdir_p(upper, 0755) < 0 || mkdir_p(wdir, 0755) < 0) {
+	if (mlfs_mkdir_p(upper, 0755) < 0 || mlfs_mkdir_p(wdir, 0755) < 0) {
 		mlfs_err_set(&err, errno, "cannot make %s and %s: %s", upper, wdir, strerror(errno));
 		goto fail;
 	}
