@@ -141,4 +141,8 @@ if [ -n "$CACHE" ]; then
 elif [ -f "$WORK/cache-results.md" ]; then
 	$PY bench/cache.py --work "$WORK" --put-section "$ROOT/bench/RESULTS.md"
 fi
+# --- memory on a small board (bench/memory.py, run on its own): its section is kept ---
+if [ -f "$WORK/memory/memory-results.json" ]; then
+	$PY bench/memory.py --work "$WORK/memory" --report-only --into "$ROOT/bench/RESULTS.md" >/dev/null
+fi
 say "done: bench/RESULTS.md"
