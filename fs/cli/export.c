@@ -12,6 +12,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,5 +290,9 @@ int mlfs_cmd_export(int argc, char **argv)
 	if (x.img)
 		mlfs_cache_enforce(x.img, 0); /* our layers are free to go now */
 	mlfs_image_free(x.img);
+	/* The reader of our pipe has all it wanted (`| head`, `| tar -t |
+	 * head`): end as cat and tar do, quietly, with SIGPIPE's status. */
+	if (r == -EPIPE)
+		return 128 + SIGPIPE;
 	return r < 0 ? cli_fail(&err) : 0;
 }

@@ -427,3 +427,20 @@ def test_export_refuses_a_directory(mlfs, crafted, tmp_path):
     r = mlfs("export", crafted.ref("crafted:gzip"), "-o", str(d))
     assert_mlfs_error(r, "not a regular file")
     assert os.listdir(d) == ["inside"]
+
+
+def test_export_into_a_pipe_closed_early_is_quiet(mlfs_bin, mlfs_env, demo):
+    """`mlfs export REF | head -c 1000`: the reader leaves early; mlfs ends
+    as cat and tar do, with SIGPIPE's status and no error line."""
+    p = subprocess.Popen([mlfs_bin, "export", demo.ref("demo:latest")], env=mlfs_env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.read(1000)
+        p.stdout.close()  # the reader leaves
+        err = p.stderr.read()
+        rc = p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 128 + 13, (rc, err)
+    assert err == b"", err
