@@ -176,9 +176,13 @@ static int furnish(const char *root, struct mlfs_err *err)
 {
 	char p[PATH_MAX], q[PATH_MAX];
 	static const char *const dirs[] = { "proc", "sys", "dev", "etc", "tmp" };
+	struct stat st;
+	bool had_tmp = lstat(under(root, "tmp", p, sizeof p), &st) == 0;
 	for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
-		if (mlfs_mkdir_p(under(root, dirs[i], p, sizeof p), dirs[i][0] == 't' ? 01777 : 0755) < 0)
+		if (mlfs_mkdir_p(under(root, dirs[i], p, sizeof p), 0755) < 0)
 			return mlfs_err_set(err, errno, "cannot make %s in the chroot: %s", p, strerror(errno));
+	if (!had_tmp)
+		chmod(under(root, "tmp", p, sizeof p), 01777); /* mkdir's mode passes the umask */
 	int r;
 	if ((r = mountf("proc", under(root, "proc", p, sizeof p), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL,
 			err)) < 0 ||
@@ -349,10 +353,10 @@ static void remove_stale_work(const char *parent)
 				pid = 0;
 			fclose(f);
 		}
-		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
-			continue; /* its chroot runs */
-		if (pid > 0 || !f)
-			remove_work(work);
+		/* No pid yet: a chroot between mkdtemp and writing it. */
+		if (pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		remove_work(work);
 	}
 	if (d)
 		closedir(d);
