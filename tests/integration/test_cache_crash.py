@@ -273,7 +273,9 @@ def kill_group(proc):
 # -- 1. SIGKILL at random moments ---------------------------------------------------------
 
 def _kill_mount(image, env, mountpoint, delay):
-    """A foreground mount, a reader walking it, SIGKILL to the daemon after delay."""
+    """A foreground mount, a reader walking it, SIGKILL to the daemon after
+    delay.  With delay None nothing is killed: the reader's time to walk
+    the tree is returned (the calibration of the kill moments)."""
     m = Mount(image.ref, mountpoint, env=env, foreground=True, watchdog=60)
     reader = None
     try:
@@ -281,6 +283,12 @@ def _kill_mount(image, env, mountpoint, delay):
         reader = subprocess.Popen(
             ["sh", "-c", 'ls -R "$1" >/dev/null 2>&1; find "$1" -type f -exec cat {} + >/dev/null 2>&1',
              "sh", mountpoint], stdin=subprocess.DEVNULL, start_new_session=True)
+        if delay is None:
+            t0 = time.monotonic()
+            reader.wait(timeout=90)
+            took = time.monotonic() - t0
+            m.unmount("fusermount3")
+            return took
         time.sleep(delay)
         pids = m.pids()
         for pid in pids:
@@ -295,6 +303,26 @@ def _kill_mount(image, env, mountpoint, delay):
         force_unmount(mountpoint)
         if reader is not None:
             kill_group(reader)
+
+
+def _load_times(image, env, tmp_path):
+    """How long a cold mount's reader and a cold `mlfs pull` take on this
+    machine, so that the kills aim inside the loads whatever the machine's
+    speed (a fixed 0.35 s window missed most loads on a fast machine)."""
+    cache = env["MLFS_CACHE"]
+    shutil.rmtree(cache, ignore_errors=True)
+    mp = str(tmp_path / "calibrate")
+    os.makedirs(mp)
+    # The first load warms the registry and keeps the manifests, as most
+    # rounds start: the second one is the time measured.
+    _kill_mount(image, env, mp, None)
+    assert_ok(mlfs_run(env, "cache", "gc", "--max", "0"), allow_warnings=True)
+    mount = _kill_mount(image, env, mp, None)
+    assert_ok(mlfs_run(env, "cache", "gc", "--max", "0"), allow_warnings=True)
+    t0 = time.monotonic()
+    assert_ok(mlfs_run(env, "pull", image.ref), allow_warnings=True)
+    pull = time.monotonic() - t0
+    return {"mount": mount, "pull": pull}
 
 
 def _kill_command(env, args, delay):
@@ -332,6 +360,9 @@ def test_sigkill_at_random_moments_leaves_a_sound_cache(images, mlfs_env, tmp_pa
     log = []
     interrupted = 0
     started = time.monotonic()
+    load = _load_times(image, env, tmp_path)
+    log.append("seed %d: a cold load takes %.3fs (mount's reader), %.3fs (pull)" % (
+        SEED, load["mount"], load["pull"]))
     for rnd in range(ROUNDS):
         # Every random choice is made here, up front, so a seed always
         # gives the same schedule whatever the timings do.
@@ -340,9 +371,11 @@ def test_sigkill_at_random_moments_leaves_a_sound_cache(images, mlfs_env, tmp_pa
         # round before left it full): no cache directory at all, layers all
         # evicted (manifests kept), about half of them, or all there.
         start = rng.choices(["none", "cold", "half", "warm"], weights=[2, 3, 3, 2])[0]
-        # Loads take a few hundred ms here: most kills aim inside one, a
-        # third anywhere up to 1.5 s (after the load: the merge, the reads).
-        delay = rng.uniform(0, 0.35) if rng.random() < 2 / 3 else rng.uniform(0, 1.5)
+        # Most kills aim inside a load, a third anywhere up to four times
+        # as long (after the load: the merge, the reads).  The draw is a
+        # fraction of the load time measured on this machine.
+        frac = rng.uniform(0, 1) if rng.random() < 2 / 3 else rng.uniform(0, 4)
+        delay = frac * load["pull" if what == "pull" else "mount"]
         if what == "gc":
             delay = rng.uniform(0, 0.03)  # an eviction of four layers takes ~20 ms
             start = "full"  # gc rounds pull everything first: something to evict
