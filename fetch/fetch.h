@@ -279,6 +279,31 @@ void mlfs_cached_images_free(struct mlfs_cached_image *v, size_t n);
 /* Removes a kept manifest, index or config; -ENOENT when it is not there. */
 int mlfs_metacache_drop(const char *cache_dir, const char *digest);
 
+/* ---- the trust policy (policy.c, policymatch.c) ------------------------ */
+
+/* containers-policy.json(5), as podman, skopeo and CRI-O read it. */
+struct mlfs_policy;
+
+/* Which policy file applies, first found: `option` (--policy, -o policy=),
+ * $MLFS_POLICY, $HOME/.config/containers/policy.json,
+ * /etc/containers/policy.json (the last two only when they exist).  *path
+ * (malloc'd) is NULL when there is none: every image is accepted. */
+int mlfs_policy_locate(const char *option, char **path);
+/* Reads and parses a policy file (-ENOENT, -EACCES, -EINVAL + err). */
+int mlfs_policy_load(const char *path, struct mlfs_policy **out, struct mlfs_err *err);
+/* Parses policy JSON as strictly as containers/image: unknown keys,
+ * duplicate keys, wrong types and invalid combinations are errors
+ * (-EINVAL, err names `name` and where in the file). */
+int mlfs_policy_parse(const void *buf, size_t len, const char *name, struct mlfs_policy **out,
+		      struct mlfs_err *err);
+void mlfs_policy_free(struct mlfs_policy *p);
+/* Whether the policy lets `ref` be used, by the docker transport's scopes.
+ * 0: accepted.  -EACCES + err (one line naming the file, the scope and the
+ * requirement): rejected, or it requires signatures, which mlfs cannot
+ * verify yet (fail closed).  A reference with a tag and a digest must be
+ * accepted under both names. */
+int mlfs_policy_check(const struct mlfs_policy *p, const struct mlfs_ref *ref, struct mlfs_err *err);
+
 /* ---- one resolved image (image.c) -------------------------------------- */
 
 /* Everything from a reference string down to one platform's manifest and
@@ -293,6 +318,9 @@ struct mlfs_image_opts {
 	/* Cache policy, carried for the layer loader in fs/ (fetch ignores it). */
 	uint64_t cache_max;     /* evict to stay under this many bytes; 0: no cap */
 	bool keep_blobs;        /* keep compressed layer blobs once their layers are indexed */
+	/* Trust (policy.c): checked before anything is fetched. */
+	const char *policy;     /* policy.json to use; NULL: mlfs_policy_locate()'s choice */
+	bool insecure_policy;   /* no policy check at all (skopeo's --insecure-policy) */
 };
 
 struct mlfs_image {

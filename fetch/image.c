@@ -70,6 +70,34 @@ static int pick_platform(struct mlfs_image *img, const struct mlfs_fetched *top,
 	return fetch_by_digest(img, d, false, f, err);
 }
 
+/* The trust policy, decided from the reference alone before anything is
+ * asked of the registry or the cache: "reject" needs nothing more, and
+ * until signatures are verified neither does anything else (a scope that
+ * requires them refuses).  Signature checks will need the manifest's
+ * digest and come after fetch_top(). */
+static int check_policy(const struct mlfs_image *img, const struct mlfs_image_opts *opts, struct mlfs_err *err)
+{
+	if (opts->insecure_policy) {
+		log_debug(MLFS_AREA_FETCH, "%s: no policy check (insecure-policy)", img->canonical);
+		return 0;
+	}
+	char *path = NULL;
+	if (mlfs_policy_locate(opts->policy, &path) < 0)
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	if (!path) {
+		log_debug(MLFS_AREA_FETCH, "%s: no policy file ($MLFS_POLICY, ~/.config/containers/policy.json, "
+			  "/etc/containers/policy.json): every image is accepted", img->canonical);
+		return 0;
+	}
+	struct mlfs_policy *policy = NULL;
+	int r = mlfs_policy_load(path, &policy, err);
+	free(path);
+	if (r == 0)
+		r = mlfs_policy_check(policy, &img->ref, err);
+	mlfs_policy_free(policy);
+	return r;
+}
+
 static void warn_platform_mismatch(const struct mlfs_image *img)
 {
 	if (mlfs_platform_rank(&img->want, &img->config->platform) >= 0)
@@ -100,6 +128,9 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 		r = mlfs_err_set(err, ENOMEM, "out of memory");
 		goto fail;
 	}
+	r = check_policy(img, opts, err);
+	if (r < 0)
+		goto fail;
 	if (!img->cache_dir) {
 		r = mlfs_err_set(err, ENOENT, "cannot tell where the cache should be: set MLFS_CACHE or use --cache");
 		goto fail;

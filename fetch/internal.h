@@ -139,3 +139,133 @@ int mlfs_metacache_put_ref(const char *cache_dir, const struct mlfs_ref *ref, co
 			   enum mlfs_media media);
 int mlfs_metacache_get_ref(const char *cache_dir, const struct mlfs_ref *ref,
 			   char digest[MLFS_DIGEST_MAX], enum mlfs_media *media);
+
+/* ---- policy.c, policymatch.c: containers-policy.json(5) ----------------- */
+
+enum mlfs_pr_type {              /* a policy requirement's "type" */
+	MLFS_PR_ACCEPT,              /* insecureAcceptAnything */
+	MLFS_PR_REJECT,              /* reject */
+	MLFS_PR_SIGNED_BY,           /* signedBy: simple signing (GPG) */
+	MLFS_PR_SIGSTORE,            /* sigstoreSigned */
+	MLFS_PR_BASE_LAYER,          /* signedBaseLayer: containers/image does not implement it */
+};
+
+enum mlfs_prm_type {             /* a signedIdentity's "type" */
+	MLFS_PRM_MATCH_REPO_DIGEST_OR_EXACT, /* the default when signedIdentity is absent */
+	MLFS_PRM_MATCH_EXACT,
+	MLFS_PRM_MATCH_REPOSITORY,
+	MLFS_PRM_EXACT_REFERENCE,    /* reference: dockerReference */
+	MLFS_PRM_EXACT_REPOSITORY,   /* reference: dockerRepository */
+	MLFS_PRM_REMAP_IDENTITY,     /* prefix, signed_prefix */
+};
+
+struct mlfs_policy_identity {
+	enum mlfs_prm_type type;
+	char *reference;             /* as written in the file */
+	char *prefix;
+	char *signed_prefix;
+};
+
+/* Where keys (or CA certificates) come from: one file, several files,
+ * inline base64 (decoded here), or several of those. */
+enum mlfs_key_kind { MLFS_KEYS_NONE, MLFS_KEYS_PATH, MLFS_KEYS_PATHS, MLFS_KEYS_DATA, MLFS_KEYS_DATAS };
+
+struct mlfs_policy_blob {
+	unsigned char *data;
+	size_t len;
+};
+
+struct mlfs_policy_keys {
+	enum mlfs_key_kind kind;
+	size_t n;                        /* 1 for PATH and DATA */
+	char **paths;                    /* PATH, PATHS */
+	struct mlfs_policy_blob *datas;  /* DATA, DATAS */
+};
+
+struct mlfs_policy_req {
+	enum mlfs_pr_type type;
+	char *key_type;                  /* signedBy: GPGKeys, signedByGPGKeys, X509Certificates, signedByX509CAs */
+	struct mlfs_policy_keys keys;    /* signedBy, sigstoreSigned (NONE with fulcio or pki) */
+	struct mlfs_policy_identity identity; /* signedIdentity, or signedBaseLayer's baseLayerIdentity */
+	/* sigstoreSigned only */
+	bool has_fulcio;
+	struct mlfs_policy_keys fulcio_ca;     /* caPath / caData */
+	char *fulcio_oidc_issuer;
+	char *fulcio_subject_email;
+	struct mlfs_policy_keys rekor_keys;    /* rekorPublicKey{Path,Paths,Data,Datas}; NONE when absent */
+	bool has_pki;
+	struct mlfs_policy_keys pki_roots;     /* caRootsPath / caRootsData */
+	struct mlfs_policy_keys pki_intermediates; /* NONE when absent */
+	char *pki_subject_email;
+	char *pki_subject_hostname;
+};
+
+struct mlfs_policy_reqs {
+	size_t n;                        /* never 0 in a parsed policy */
+	struct mlfs_policy_req *v;
+};
+
+struct mlfs_policy_scope {
+	char *name;                      /* "" is the transport's default */
+	struct mlfs_policy_reqs reqs;
+};
+
+struct mlfs_policy_transport {
+	char *name;                      /* "docker", "docker-daemon", ... */
+	size_t n_scopes;
+	struct mlfs_policy_scope *scopes;
+};
+
+struct mlfs_policy {
+	char *path;                      /* the file, for messages */
+	struct mlfs_policy_reqs def;     /* "default" */
+	size_t n_transports;
+	struct mlfs_policy_transport *transports;
+};
+
+/* Parsing context, shared by policy.c (the file) and policyreq.c (one
+ * requirement): errors read "invalid policy FILE: WHERE: WHAT". */
+struct mlfs_policy_ctx {
+	const char *name;
+	struct mlfs_err *err;
+};
+int mlfs_policy_bad(const struct mlfs_policy_ctx *c, const char *where, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int mlfs_policy_oom(const struct mlfs_policy_ctx *c);
+int mlfs_policy_want_object(const struct mlfs_policy_ctx *c, const char *where, json_t *v);
+/* Every key of obj must be one of `allowed` (NULL-terminated). */
+int mlfs_policy_only_keys(const struct mlfs_policy_ctx *c, const char *where, json_t *obj,
+			  const char *const *allowed);
+/* A non-empty string, or NULL when absent (an error when `required`). */
+int mlfs_policy_get_string(const struct mlfs_policy_ctx *c, const char *where, json_t *obj, const char *key,
+			   bool required, char **out);
+/* policyident.c: a signedIdentity / baseLayerIdentity object. */
+int mlfs_policy_identity_parse(const struct mlfs_policy_ctx *c, const char *where, json_t *j,
+			       struct mlfs_policy_identity *id);
+int mlfs_policy_req_parse(const struct mlfs_policy_ctx *c, const char *where, json_t *j, struct mlfs_policy_req *r);
+void mlfs_policy_req_clear(struct mlfs_policy_req *r);
+
+/* mlfs_policy_locate() with its inputs given: tests. */
+int mlfs_policy_locate_in(const char *option, const char *env, const char *home, const char *system_path,
+			  char **path);
+
+enum mlfs_policy_verdict {
+	MLFS_POLICY_ACCEPT,
+	MLFS_POLICY_REJECT,              /* a "reject" requirement */
+	MLFS_POLICY_NEEDS_SIGNATURES,    /* signedBy / sigstoreSigned: nothing can verify them yet */
+	MLFS_POLICY_UNSUPPORTED,         /* signedBaseLayer, Fulcio, Rekor, pki, non-GPG keyTypes */
+};
+
+struct mlfs_policy_decision {
+	enum mlfs_policy_verdict verdict;
+	const char *scope;               /* the transports.docker scope used; NULL: the top-level default */
+	const struct mlfs_policy_reqs *reqs;
+	size_t req;                      /* reqs->v[req] decided, when not ACCEPT */
+};
+
+/* The requirements for one docker reference ("host/repo:tag" or
+ * "host/repo@sha256:..", with its domain: canonical form) and what they
+ * decide without signatures.  Pure: no I/O. */
+void mlfs_policy_decide(const struct mlfs_policy *p, const char *identity, struct mlfs_policy_decision *out);
+/* "signedBy GPGKeys keyPath /etc/pki/key.gpg" into buf: for messages. */
+void mlfs_policy_req_describe(const struct mlfs_policy_req *r, char *buf, size_t len);

@@ -43,6 +43,8 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		return set_string(&o->platform, v);
 	if (KEY("cache") && v && *v)
 		return set_string(&o->cache_dir, v);
+	if (KEY("policy") && v && *v)
+		return set_string(&o->policy, v);
 	if (KEY("jobs") && v) {
 		if (parse_uint(v, 64, &o->jobs) < 0)
 			return mlfs_err_set(err, EINVAL, "jobs=%s: give a number from 1 to 64", v);
@@ -72,6 +74,8 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		o->prefetch = true;
 	else if (KEY("keep-blobs"))
 		o->keep_blobs = true;
+	else if (KEY("insecure-policy"))
+		o->insecure_policy = true;
 	else if (KEY("allow_other"))
 		o->allow_other = true;
 	else if (KEY("suid"))
@@ -142,7 +146,8 @@ int mount_opts_parse(int argc, char **argv, struct mount_opts *o, struct mlfs_er
 		o->foreground = true;
 	if (r == 0 && (!o->ref || !o->mountpoint))
 		r = mlfs_err_set(err, EINVAL, "usage: mount.mlfs REF DIR [-o platform=OS/ARCH[/VARIANT],cache=DIR,"
-				 "insecure,offline,prefetch,jobs=N,timeout=S,cache-max=SIZE,keep-blobs,allow_other,suid,dev] [-f] [-d]");
+				 "insecure,offline,prefetch,jobs=N,timeout=S,cache-max=SIZE,keep-blobs,policy=FILE,insecure-policy,"
+				 "allow_other,suid,dev] [-f] [-d]");
 	if (r < 0)
 		mount_opts_clear(o);
 	return r;
@@ -153,5 +158,6 @@ void mount_opts_clear(struct mount_opts *o)
 	free(o->platform);
 	free(o->cache_dir);
 	free(o->debug_areas);
-	o->platform = o->cache_dir = o->debug_areas = NULL;
+	free(o->policy);
+	o->platform = o->cache_dir = o->debug_areas = o->policy = NULL;
 }

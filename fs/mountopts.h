@@ -23,6 +23,8 @@ struct mount_opts {
 	char *debug_areas;      /* debug=fetch,layers: implies debug */
 	uint64_t cache_max;     /* cache-max=SIZE (else $MLFS_CACHE_MAX); 0: no cap */
 	bool keep_blobs;        /* keep-blobs: compressed blobs stay after indexing */
+	char *policy;           /* policy=FILE: the containers-policy.json to enforce */
+	bool insecure_policy;   /* insecure-policy: no policy check */
 };
 
 #define MOUNT_DEFAULT_JOBS 4

@@ -451,14 +451,18 @@ int mlfs_cmd_chroot(int argc, char **argv)
 	bool made = false, ns = false;
 	pid_t daemon = -1;
 	struct mlfs_image_opts io = { .platform = mo.platform, .cache_dir = mo.cache_dir, .insecure = mo.insecure,
-				      .offline = mo.offline, .wait_s = mo.timeout_s };
+				      .offline = mo.offline, .wait_s = mo.timeout_s, .policy = mo.policy,
+				      .insecure_policy = mo.insecure_policy };
 	if (geteuid() != 0) {
 		mlfs_err_set(&err, EPERM, "mlfs chroot needs root (mount namespaces, overlayfs, chroot)");
 		goto fail;
 	}
 	if (mlfs_image_open(a.ref, &io, &img, &err) < 0 || check_runnable(&img->config->platform, &err) < 0)
 		goto fail;
-	if (asprintf(&pinned, "%s/%s@%s", img->ref.domain, img->ref.path, img->manifest_digest) < 0) {
+	/* The policy accepted REF here; the daemon mounts exactly that
+	 * manifest, under a pinned name the policy's scopes may not know. */
+	if (append_opt(&a.opts, "insecure-policy") < 0 ||
+	    asprintf(&pinned, "%s/%s@%s", img->ref.domain, img->ref.path, img->manifest_digest) < 0) {
 		mlfs_err_set(&err, ENOMEM, "out of memory");
 		goto fail;
 	}
