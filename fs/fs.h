@@ -16,7 +16,7 @@ struct mlfs_fs {
 	bool no_opendir;
 	bool all_seekable;  /* every layer has a TOC: loading starts at init */
 	struct fuse_session *se; /* while the loop runs: waits end when it exits */
-	bool stopped;       /* loader_stop() ended every loading thread */
+	bool stop_tried;    /* loader_stop() was called (once is enough: it waits its grace) */
 };
 
 extern const struct fuse_lowlevel_ops mlfs_ops;

@@ -82,7 +82,8 @@ static int serve(struct mlfs_fs *fs, const struct mount_opts *o, struct mlfs_err
 	fuse_loop_cfg_destroy(cfg);
 	/* While the session can still take replies: parked requests are
 	 * answered, downloads cancelled, loading threads joined. */
-	fs->stopped = loader_stop(fs->loader, STOP_GRACE_S) == 0;
+	loader_stop(fs->loader, STOP_GRACE_S);
+	fs->stop_tried = true;
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	/* libfuse "restores" the SIGPIPE disposition it found, which main()
@@ -130,7 +131,7 @@ int mlfs_cmd_mount(int argc, char **argv)
 		mlfs_err_set(&err, -r, "out of memory");
 	if (r == 0)
 		r = serve(&fs, &o, &err);
-	if (fs.loader && !fs.stopped)
+	if (fs.loader && !fs.stop_tried)
 		loader_stop(fs.loader, STOP_GRACE_S); /* the session never ran */
 	if (loader_free(fs.loader) == -EBUSY) {
 		/* A loading thread outlived loader_stop's grace (stuck outside
