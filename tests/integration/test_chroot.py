@@ -109,8 +109,9 @@ class ChrootGuard:
     everything was torn down.
     """
 
-    def __init__(self, env, binary):
+    def __init__(self, env, binary, our_tmp):
         self.env = dict(env)
+        self.our_tmp = our_tmp
         self.binary = binary
         self.marker = ("MLFS_CACHE=" + env["MLFS_CACHE"]).encode()
         self.before = {_mount_key(e) for e in mountinfo()}
@@ -168,7 +169,13 @@ class ChrootGuard:
         self.pids.add(pid)
 
     def new_mounts(self):
-        return [e for e in mountinfo() if _mount_key(e) not in self.before]
+        return [e for e in mountinfo() if _mount_key(e) not in self.before and not self._other_session(e)]
+
+    def _other_session(self, entry):
+        """A mount of another pytest session's (a developer running two
+        suites at once): chroots never mount under pytest's temp roots."""
+        mp = entry["mountpoint"]
+        return mp.startswith("/tmp/pytest-of-") and not mp.startswith(self.our_tmp + "/")
 
     def live_processes(self):
         pids = set(_pids_with_env(self.marker)) | {p for p in self.pids if _alive(p)}
@@ -224,8 +231,8 @@ def _cmdline(pid):
 
 
 @pytest.fixture
-def chroot(mlfs_bin, mlfs_env):
-    g = ChrootGuard(mlfs_env, mlfs_bin)
+def chroot(mlfs_bin, mlfs_env, tmp_path_factory):
+    g = ChrootGuard(mlfs_env, mlfs_bin, str(tmp_path_factory.getbasetemp()))
     yield g
     leftovers = g.leftovers()
     g.cleanup()
