@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # build
-  meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+  meson ninja-build pkg-config gcc clang libclang-rt-14-dev scdoc   # scdoc: the man pages
   libfuse3-dev libcurl4-openssl-dev libjansson-dev libzstd-dev libarchive-dev libssl-dev
   # run
   fuse3 ca-certificates

@@ -27,7 +27,7 @@ static const struct {
 	{ "allow_other", "let other users in (the kernel checks permissions)" },
 	{ "suid", "honour setuid bits" },
 	{ "dev", "honour device nodes" },
-	{ "debug[=AREAS]", "debug logs (AREAS: main,fetch,auth,layers,fs), in the foreground" },
+	{ "debug[=AREAS]", "debug logs (AREAS: some of main:fetch:auth:layers:fs), in the foreground" },
 };
 
 /* Accepted for fstab and mount(8)'s sake; they change nothing for a

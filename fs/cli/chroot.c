@@ -57,9 +57,9 @@ struct chroot_args {
 
 static int usage(FILE *f)
 {
-	fprintf(f, "usage: mlfs chroot [-o OPTIONS] REF [COMMAND [ARG...]]\n"
-			"  OPTIONS: those of mlfs mount (platform=, insecure, offline, cache=, ...), and\n"
-			"  upper=DIR  keep the chroot's changes in DIR/upper (DIR/work is overlayfs's)\n");
+	fprintf(f, "usage: mlfs chroot [-o OPTION,...] REF [COMMAND [ARG...]]\n\n"
+		"options: those of mount.mlfs (mount.mlfs --help), and\n"
+		"  upper=DIR   keep the chroot's changes in DIR/upper (DIR/work is overlayfs's)\n");
 	return EXIT_MLFS;
 }
 
