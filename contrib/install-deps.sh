@@ -8,7 +8,7 @@ packages=(
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev scdoc   # scdoc: the man pages
   libfuse3-dev libcurl4-openssl-dev libjansson-dev libzstd-dev libarchive-dev libssl-dev
   # run
-  fuse3 ca-certificates
+  fuse3 ca-certificates bash-completion   # bash-completion: where completions install
   # tests and demo: a real registry, real image tools, real foreign binaries
   docker-registry umoci skopeo busybox-static qemu-user-static
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
