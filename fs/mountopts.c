@@ -88,6 +88,9 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		o->debug = true;
 		return v ? set_string(&o->debug_areas, v) : 0;
 	}
+	/* fstab's userspace options, values and all (x-systemd.requires=UNIT) */
+	if (klen >= 2 && !strncmp(opt, "x-", 2))
+		return 0;
 	if (v)
 		goto unknown;
 	if (KEY("insecure"))
@@ -110,8 +113,6 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		for (const char *const *p = ignored; *p; p++)
 			if (KEY(*p))
 				return 0;
-		if (klen >= 2 && !strncmp(opt, "x-", 2))
-			return 0; /* fstab's userspace options (x-systemd.*) */
 		goto unknown;
 	}
 	return 0;
