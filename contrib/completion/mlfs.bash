@@ -32,7 +32,7 @@ _mlfs_refs() # PROG [CACHE_DIR]: the cached references
 # '=' (word breaks in COMP_WORDBREAKS): references hold ':' and options '='.
 _mlfs_reply() # CUR CANDIDATE...
 {
-	local cur=$1 keep=
+	local cur=$1 keep=''
 	shift
 	[[ $COMP_WORDBREAKS == *[:=]* && $cur == *[:=]* ]] && keep=${cur%"${cur##*[:=]}"}
 	local IFS=$'\n' c
@@ -45,7 +45,7 @@ _mlfs_reply() # CUR CANDIDATE...
 # -o's value: the comma-separated list so far, plus one more option.
 _mlfs_complete_o() # PROG CUR EXTRA_OPTION...: PROG... prints the mount help
 {
-	local prog=$1 cur=$2 head= last=$2
+	local prog=$1 cur=$2 head='' last=$2
 	shift 2
 	[[ $cur == *,* ]] && head=${cur%,*}, last=${cur##*,}
 	local -a opts=() out=()
@@ -70,8 +70,8 @@ _mlfs_complete_value() # PROG HELP FLAG CUR CACHE
 	meta=$(grep -oE -- "(^|[[ ])$3 [^][ -][^] ]*" <<<"$2" | head -n1 | awk '{ print $2 }')
 	[[ $meta ]] || return 1
 	case $meta in
-	DIR) COMPREPLY=($(compgen -d -- "$4")) ;;
-	FILE) COMPREPLY=($(compgen -f -- "$4")) ;;
+	DIR) mapfile -t COMPREPLY < <(compgen -d -- "$4") ;;
+	FILE) mapfile -t COMPREPLY < <(compgen -f -- "$4") ;;
 	OS/ARCH*) _mlfs_reply "$4" linux/amd64 linux/arm64 linux/arm/v7 linux/arm/v6 linux/386 linux/ppc64le linux/s390x ;;
 	*'|'*) _mlfs_reply "$4" ${meta//|/ } ;;
 	REF) _mlfs_reply "$4" $(_mlfs_refs "$1" "$5") ;;
@@ -84,34 +84,34 @@ _mlfs_positional() # PROG USAGE CUR CACHE: a REF or DIR, whichever the usage lin
 {
 	case $2 in
 	*' REF'*) _mlfs_reply "$3" $(_mlfs_refs "$1" "$4") ;;
-	*' DIR'*) COMPREPLY=($(compgen -d -- "$3")) ;;
-	*) COMPREPLY=($(compgen -f -- "$3")) ;;
+	*' DIR'*) mapfile -t COMPREPLY < <(compgen -d -- "$3") ;;
+	*) mapfile -t COMPREPLY < <(compgen -f -- "$3") ;;
 	esac
 }
 
 _mlfs_mount_line() # PROG_FOR_HELP... -- WORDS...: mount.mlfs REF DIR -o ... -f -d
 {
-	local -a prog=()
-	while [[ $1 != -- ]]; do prog+=("$1"); shift; done
+	local -a help_cmd=()
+	while [[ $1 != -- ]]; do help_cmd+=("$1"); shift; done
 	shift
 	local cur=${_mlfs_cur} prev=${_mlfs_prev} npos=0 i
 	if [[ $prev == -o ]]; then
-		_mlfs_complete_o "${prog[*]}" "$cur"
+		_mlfs_complete_o "${help_cmd[*]}" "$cur"
 		return
 	fi
 	# $1 is the program or "mount"; the last word is the one completed.
 	for ((i = 1; i < $# - 1; i++)); do
-		local w=${@:i+1:1}
+		local w=${*:i+1:1}
 		[[ $w == -o ]] && { ((i++)); continue; }
 		[[ $w == -* ]] || ((npos++))
 	done
 	if [[ $cur == -* ]]; then
-		_mlfs_reply "$cur" -o $("${prog[@]}" --help 2>/dev/null | _mlfs_block options: | awk '/^  -/ { print $1 }') \
+		_mlfs_reply "$cur" -o $("${help_cmd[@]}" --help 2>/dev/null | _mlfs_block options: | awk '/^  -/ { print $1 }') \
 			--help --version
 	elif ((npos == 0)); then
 		_mlfs_reply "$cur" $(_mlfs_refs "$_mlfs_bin" "$_mlfs_cache")
 	else
-		COMPREPLY=($(compgen -d -- "$cur"))
+		mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 	fi
 }
 
@@ -125,7 +125,7 @@ _mlfs()
 	[[ $line == *[[:space:]] ]] && cur=
 	local prev=${words[${#words[@]} - 1]}
 	((${#words[@]} == 1)) && prev=
-	local _mlfs_cur=$cur _mlfs_prev=$prev _mlfs_cache= _mlfs_bin=$prog i cmd= cmdi=0
+	local _mlfs_cur=$cur _mlfs_prev=$prev _mlfs_cache='' _mlfs_bin=$prog i cmd='' cmdi=0
 	for ((i = 1; i < ${#words[@]}; i++)); do
 		[[ ${words[i]} == --cache ]] && _mlfs_cache=${words[i + 1]}
 		[[ ${words[i]} == --cache=* ]] && _mlfs_cache=${words[i]#--cache=}
@@ -157,7 +157,7 @@ _mlfs()
 			[[ ${words[i]} == -* ]] || ((npos++))
 		done
 		if ((npos >= 1)); then
-			COMPREPLY=($(compgen -c -- "$cur"))   # the command to run in the chroot
+			mapfile -t COMPREPLY < <(compgen -c -- "$cur")   # the command to run in the chroot
 		elif [[ $prev == -o ]]; then
 			_mlfs_complete_o "$prog mount" "$cur" upper=
 		elif [[ $cur == -* ]]; then
@@ -212,7 +212,7 @@ _mount_mlfs()
 	local -a words
 	read -ra words <<<"${line% "$cur"}"
 	[[ $line == *[[:space:]] ]] && cur=
-	local _mlfs_cur=$cur _mlfs_prev=${words[${#words[@]} - 1]} _mlfs_cache=
+	local _mlfs_cur=$cur _mlfs_prev=${words[${#words[@]} - 1]} _mlfs_cache=''
 	# mount.mlfs is always the mount: `cache ls` needs mlfs, beside it or on PATH.
 	local _mlfs_bin=${prog%mount.mlfs}mlfs
 	[[ $_mlfs_bin == */* && -x $_mlfs_bin ]] || _mlfs_bin=mlfs
