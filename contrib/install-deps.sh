@@ -5,14 +5,15 @@ set -euo pipefail
 
 packages=(
   # build
-  meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+  meson ninja-build pkg-config gcc clang libclang-rt-14-dev scdoc   # scdoc: the man pages
   libfuse3-dev libcurl4-openssl-dev libjansson-dev libzstd-dev libarchive-dev libssl-dev
   # run
-  fuse3 ca-certificates
+  fuse3 ca-certificates bash-completion   # bash-completion: where completions install
   # tests and demo: a real registry, real image tools, real foreign binaries
   docker-registry umoci skopeo busybox-static qemu-user-static
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
   python3 python3-pytest python3-jwt python3-cryptography
+  debhelper dpkg-dev               # test_deb: the .deb of contrib/debian
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
   strace gdb binutils              # crash tests: a kill at an exact syscall or function
   gcc-i686-linux-gnu libc6-dev-i386-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross

@@ -96,6 +96,17 @@ static int serve(struct mlfs_fs *fs, const struct mount_opts *o, struct mlfs_err
 
 int mlfs_cmd_mount(int argc, char **argv)
 {
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-o")) {
+			i++;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			mount_opts_usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+			cli_print_version(stdout);
+			return 0;
+		}
+	}
 	struct mlfs_err err = { 0 };
 	struct mount_opts o;
 	if (mount_opts_parse(argc, argv, &o, &err) < 0)

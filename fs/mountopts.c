@@ -3,8 +3,32 @@
 #include "fs/cli/units.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* What --help prints; the test of the man page reads it, so an option
+ * missing here or there fails it. */
+static const struct {
+	const char *name;
+	const char *help;
+} known[] = {
+	{ "platform=OS/ARCH[/VARIANT]", "mount that platform of a multi-platform image (default: this host's)" },
+	{ "cache=DIR", "the cache (default: $MLFS_CACHE, else $XDG_CACHE_HOME/mlfs or /var/cache/mlfs)" },
+	{ "insecure", "allow plain HTTP and unverified TLS for this registry" },
+	{ "offline", "no network: everything must be in the cache already" },
+	{ "prefetch", "fetch the layers right after mounting (seekable ones: every chunk)" },
+	{ "jobs=N", "layers fetched in parallel (default 4)" },
+	{ "timeout=S", "seconds a request waits for its layers before EIO (default 300)" },
+	{ "cache-max=SIZE", "evict least recently used layers to keep the cache under SIZE" },
+	{ "keep-blobs", "keep compressed layer blobs after their layers are indexed" },
+	{ "policy=FILE", "the containers-policy.json to enforce" },
+	{ "insecure-policy", "enforce no policy" },
+	{ "allow_other", "let other users in (the kernel checks permissions)" },
+	{ "suid", "honour setuid bits" },
+	{ "dev", "honour device nodes" },
+	{ "debug[=AREAS]", "debug logs (AREAS: some of main:fetch:auth:layers:fs), in the foreground" },
+};
 
 /* Accepted for fstab and mount(8)'s sake; they change nothing for a
  * read-only, per-user FUSE filesystem. */
@@ -64,6 +88,9 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		o->debug = true;
 		return v ? set_string(&o->debug_areas, v) : 0;
 	}
+	/* fstab's userspace options, values and all (x-systemd.requires=UNIT) */
+	if (klen >= 2 && !strncmp(opt, "x-", 2))
+		return 0;
 	if (v)
 		goto unknown;
 	if (KEY("insecure"))
@@ -86,8 +113,6 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		for (const char *const *p = ignored; *p; p++)
 			if (KEY(*p))
 				return 0;
-		if (klen >= 2 && !strncmp(opt, "x-", 2))
-			return 0; /* fstab's userspace options (x-systemd.*) */
 		goto unknown;
 	}
 	return 0;
@@ -145,9 +170,8 @@ int mount_opts_parse(int argc, char **argv, struct mount_opts *o, struct mlfs_er
 	if (r == 0 && o->debug)
 		o->foreground = true;
 	if (r == 0 && (!o->ref || !o->mountpoint))
-		r = mlfs_err_set(err, EINVAL, "usage: mount.mlfs REF DIR [-o platform=OS/ARCH[/VARIANT],cache=DIR,"
-				 "insecure,offline,prefetch,jobs=N,timeout=S,cache-max=SIZE,keep-blobs,policy=FILE,insecure-policy,"
-				 "allow_other,suid,dev] [-f] [-d]");
+		r = mlfs_err_set(err, EINVAL, "usage: mount.mlfs REF DIR [-o OPTION,...] [-f] [-d] "
+				 "(mount.mlfs --help lists the options)");
 	if (r < 0)
 		mount_opts_clear(o);
 	return r;
@@ -160,4 +184,17 @@ void mount_opts_clear(struct mount_opts *o)
 	free(o->debug_areas);
 	free(o->policy);
 	o->platform = o->cache_dir = o->debug_areas = o->policy = NULL;
+}
+
+void mount_opts_usage(FILE *f)
+{
+	fprintf(f, "usage: mount.mlfs REF DIR [-o OPTION,...] [-f] [-d]\n"
+		"       mlfs mount REF DIR [-o OPTION,...] [-f] [-d]\n"
+		"       mount -t mlfs REF DIR [-o OPTION,...]\n\noptions:\n");
+	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+		fprintf(f, "  %-28s %s\n", known[i].name, known[i].help);
+	fprintf(f, "  %-28s %s\n  %-28s %s\n", "-f", "stay in the foreground, logging to stderr (else syslog)",
+		"-d", "debug logs, in the foreground");
+	fprintf(f, "\nmount(8)'s and fstab's own options (defaults, noauto, _netdev, nofail, x-systemd.*, ro, rw, ...)\n"
+		"are accepted and ignored: the mount is always read-only.  Details: man 8 mount.mlfs\n");
 }

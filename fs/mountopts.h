@@ -2,6 +2,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/err.h"
 
@@ -36,3 +37,5 @@ struct mount_opts {
  * unknown ones are errors. */
 int mount_opts_parse(int argc, char **argv, struct mount_opts *out, struct mlfs_err *err);
 void mount_opts_clear(struct mount_opts *o);
+/* mount.mlfs --help: the command lines and every -o option. */
+void mount_opts_usage(FILE *f);

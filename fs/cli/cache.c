@@ -141,6 +141,7 @@ enum { A_CACHE = 1, A_JSON = 2, A_MAX = 4, A_AGE = 8, A_REFS = 16 };
 #define USAGE "usage: mlfs cache ls [--json] | du [--json] | gc [--max SIZE] [--older-than DURATION] | " \
 	      "rm REF... | verify   (each with [--cache DIR])\n"
 
+/* 0, 1 when --help printed the usage, or -EINVAL. */
 static int parse_args(int argc, char **argv, unsigned allowed, struct cache_args *a)
 {
 	static const struct option longopts[] = {
@@ -148,13 +149,17 @@ static int parse_args(int argc, char **argv, unsigned allowed, struct cache_args
 		{ "json", no_argument, NULL, 'j' },
 		{ "max", required_argument, NULL, 'm' },
 		{ "older-than", required_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(a, 0, sizeof *a);
 	optind = 1;
 	int ch;
-	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'h':
+			printf(USAGE);
+			return 1;
 		case 'c': a->cache = optarg; break;
 		case 'j':
 			if (!(allowed & A_JSON))
@@ -602,14 +607,19 @@ int mlfs_cmd_cache(int argc, char **argv)
 		if (strcmp(argv[1], subs[i].name))
 			continue;
 		struct cache_args a;
-		if (parse_args(argc - 1, argv + 1, subs[i].allowed, &a) < 0)
-			return 2;
+		int parsed = parse_args(argc - 1, argv + 1, subs[i].allowed, &a);
+		if (parsed != 0)
+			return parsed < 0 ? 2 : 0; /* 1: --help */
 		struct cache c;
 		if (cache_load(&c, a.cache) < 0)
 			return 1;
 		int status = subs[i].run(&c, &a, argc - 1, argv + 1);
 		cache_clear(&c);
 		return status;
+	}
+	if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf(USAGE);
+		return 0;
 	}
 	fprintf(stderr, USAGE);
 	return 2;

@@ -55,11 +55,11 @@ struct chroot_args {
 	char **command;      /* NULL: the default shell */
 };
 
-static int usage(void)
+static int usage(FILE *f)
 {
-	fprintf(stderr, "usage: mlfs chroot [-o OPTIONS] REF [COMMAND [ARG...]]\n"
-			"  OPTIONS: those of mlfs mount (platform=, insecure, offline, cache=, ...), and\n"
-			"  upper=DIR  keep the chroot's changes in DIR/upper (DIR/work is overlayfs's)\n");
+	fprintf(f, "usage: mlfs chroot [-o OPTION,...] REF [COMMAND [ARG...]]\n\n"
+		"options: those of mount.mlfs (mount.mlfs --help), and\n"
+		"  upper=DIR   keep the chroot's changes in DIR/upper (DIR/work is overlayfs's)\n");
 	return EXIT_MLFS;
 }
 
@@ -81,6 +81,8 @@ static int parse_args(int argc, char **argv, struct chroot_args *a)
 		if (!strcmp(argv[i], "--")) {
 			i++;
 			break;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			return 1;
 		} else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
 			o = argv[++i];
 		} else if (!strncmp(argv[i], "-o", 2) && argv[i][2]) {
@@ -429,10 +431,14 @@ int mlfs_cmd_chroot(int argc, char **argv)
 	struct chroot_args a = { 0 };
 	struct mlfs_err err = { 0 };
 	int r = parse_args(argc, argv, &a);
-	if (r < 0) {
+	if (r != 0) {
 		free(a.opts);
 		free(a.upper);
-		return r == -EINVAL ? usage() : EXIT_MLFS;
+		if (r == 1) { /* --help */
+			usage(stdout);
+			return 0;
+		}
+		return r == -EINVAL ? usage(stderr) : EXIT_MLFS;
 	}
 	mlfs_log_setup(MLFS_LOG_WARN, 0, false);
 	/* The mount's own parser checks the options, before anything happens. */

@@ -10,10 +10,19 @@
 #include "fs/cli/units.h"
 #include "layers/layers.h"
 
+static void image_usage(FILE *f, const char *cmd, unsigned flags)
+{
+	fprintf(f, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]"
+		"%s%s%s%s [--policy FILE] [--insecure-policy]\n",
+		cmd, flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
+		flags & CLI_FORMAT ? " [--format tar|mtree]" : "",
+		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "");
+}
+
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)
 {
 	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT, OPT_OFFLINE, OPT_CACHE_MAX,
-	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY };
+	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY, OPT_HELP };
 	static const struct option longopts[] = {
 		{ "platform", required_argument, NULL, OPT_PLATFORM },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
@@ -26,6 +35,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		{ "keep-blobs", no_argument, NULL, OPT_KEEP_BLOBS },
 		{ "policy", required_argument, NULL, OPT_POLICY },
 		{ "insecure-policy", no_argument, NULL, OPT_INSECURE_POLICY },
+		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(out, 0, sizeof *out);
@@ -35,8 +45,13 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 	optind = 1;
 	opterr = 1;
 	int c;
-	while ((c = getopt_long(argc, argv, flags & CLI_OUTPUT ? "o:" : "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, flags & CLI_OUTPUT ? "ho:" : "h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'h':
+		case OPT_HELP:
+			image_usage(stdout, argv[0], flags);
+			printf("what each option does: man 1 mlfs\n");
+			return 1;
 		case OPT_PLATFORM: out->opts.platform = optarg; break;
 		case OPT_INSECURE: out->opts.insecure = true; break;
 		case OPT_OFFLINE: out->opts.offline = true; break;
@@ -78,11 +93,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 	out->ref = argv[optind];
 	return 0;
 usage:
-	fprintf(stderr, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]"
-		"%s%s%s%s [--policy FILE] [--insecure-policy]\n",
-		argv[0], flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
-		flags & CLI_FORMAT ? " [--format tar|mtree]" : "",
-		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "");
+	image_usage(stderr, argv[0], flags);
 	return -EINVAL;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "fetch/fetch.h"
 
@@ -23,7 +24,7 @@ enum cli_flags {
 
 /* Parses `CMD REF [--platform P] [--insecure] [--cache DIR] ...`, accepting
  * only the extra options named in `flags`.  Prints usage and returns -EINVAL
- * on a bad command line. */
+ * on a bad command line; prints it to stdout and returns 1 for --help. */
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out);
 /* A cache cap (SIZE) from `what` (an option or variable name, for the
  * error it prints): -EINVAL when malformed. */
@@ -34,8 +35,12 @@ void cli_cache_startup(const char *cache_option);
 /* Prints "mlfs: error: MSG" (one line) and returns the exit status 1. */
 int cli_fail(const struct mlfs_err *err);
 
+/* mlfs's version and the run-time versions of the libraries it uses. */
+void cli_print_version(FILE *f);
+
 int mlfs_cmd_inspect(int argc, char **argv);
 int mlfs_cmd_pull(int argc, char **argv);
 int mlfs_cmd_export(int argc, char **argv);
 int mlfs_cmd_cache(int argc, char **argv);
 int mlfs_cmd_chroot(int argc, char **argv);
+int mlfs_cmd_version(int argc, char **argv);

@@ -264,8 +264,9 @@ static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err
 int mlfs_cmd_export(int argc, char **argv)
 {
 	struct cli_image_args a;
-	if (cli_parse_image_args(argc, argv, CLI_OUTPUT | CLI_FORMAT | CLI_LAYERS, &a) < 0)
-		return 2;
+	int parsed = cli_parse_image_args(argc, argv, CLI_OUTPUT | CLI_FORMAT | CLI_LAYERS, &a);
+	if (parsed != 0)
+		return parsed < 0 ? 2 : 0; /* 1: --help */
 	cli_cache_startup(a.opts.cache_dir);
 	struct mlfs_err err = { 0 };
 	struct export x = { .where = a.output ? a.output : "stdout", .fd = -1 };

@@ -117,8 +117,9 @@ static void print_text(json_t *j)
 int mlfs_cmd_inspect(int argc, char **argv)
 {
 	struct cli_image_args a;
-	if (cli_parse_image_args(argc, argv, CLI_JSON, &a) < 0)
-		return 2;
+	int parsed = cli_parse_image_args(argc, argv, CLI_JSON, &a);
+	if (parsed != 0)
+		return parsed < 0 ? 2 : 0; /* 1: --help */
 	cli_cache_startup(a.opts.cache_dir);
 	struct mlfs_err err = { 0 };
 	struct mlfs_image *img = NULL;

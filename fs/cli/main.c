@@ -21,11 +21,14 @@ static const struct {
 	{ "mount", mlfs_cmd_mount, "mount an image read-only (as mount.mlfs REF DIR -o ...)" },
 	{ "cache", mlfs_cmd_cache, "list, measure, evict, remove and verify what the cache holds" },
 	{ "chroot", mlfs_cmd_chroot, "run a command in a writable, disposable chroot of an image" },
+	{ "version", mlfs_cmd_version, "print mlfs's version and those of the libraries it runs with" },
 };
 
 static int usage(FILE *f)
 {
-	fprintf(f, "usage: mlfs [--debug[=AREAS]] COMMAND REF [options]\n\ncommands:\n");
+	fprintf(f, "usage: mlfs [--debug[=AREAS]] COMMAND REF [options]\n"
+		"       mlfs COMMAND --help\n"
+		"       mlfs --version\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n"
@@ -69,6 +72,10 @@ int main(int argc, char **argv)
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
 			return usage(stdout);
+		if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+			cli_print_version(stdout);
+			return 0;
+		}
 		if (!strcmp(argv[i], "-d") || !strcmp(argv[i], "--debug")) {
 			areas = MLFS_AREA_ALL;
 		} else if (!strncmp(argv[i], "--debug=", 8)) {

@@ -32,8 +32,9 @@ static int pull_layer(struct mlfs_image *img, size_t i, struct mlfs_layer **laye
 int mlfs_cmd_pull(int argc, char **argv)
 {
 	struct cli_image_args a;
-	if (cli_parse_image_args(argc, argv, CLI_LAYERS, &a) < 0)
-		return 2;
+	int parsed = cli_parse_image_args(argc, argv, CLI_LAYERS, &a);
+	if (parsed != 0)
+		return parsed < 0 ? 2 : 0; /* 1: --help */
 	cli_cache_startup(a.opts.cache_dir);
 	struct mlfs_err err = { 0 };
 	struct mlfs_image *img = NULL;

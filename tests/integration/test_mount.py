@@ -728,7 +728,8 @@ def test_mount_t_mlfs_and_an_fstab_line(sbin_helper, demo, tmp_path):
         assert not is_mounted(str(mnt))
 
         fstab = tmp_path / "fstab"
-        fstab.write_text("%s %s mlfs ro,noauto,nofail,x-systemd.automount,platform=linux/s390x,cache=%s 0 0\n"
+        fstab.write_text("%s %s mlfs ro,noauto,nofail,_netdev,x-systemd.automount,"
+                         "x-systemd.requires=network-online.target,platform=linux/s390x,cache=%s 0 0\n"
                          % (ref, mnt, cache))
         r = subprocess.run(["mount", "-T", str(fstab), str(mnt)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr

@@ -34,7 +34,8 @@ int main(void)
 	}
 	{
 		char *a[] = { "mount.mlfs", "r", "/m", "-n", "-s", "-o",
-			      "ro,noauto,_netdev,x-systemd.automount,nofail,platform=linux/arm64,cache=/c,"
+			      "ro,noauto,_netdev,x-systemd.automount,x-systemd.requires=network-online.target,nofail,"
+			      "platform=linux/arm64,cache=/c,"
 			      "insecure,offline,prefetch,jobs=8,timeout=5,allow_other,suid,dev",
 			      NULL };
 		tap_is_int(parse(&o, &err, 7, a), 0, "fstab-style options");
