@@ -26,6 +26,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		{ "keep-blobs", no_argument, NULL, OPT_KEEP_BLOBS },
 		{ "policy", required_argument, NULL, OPT_POLICY },
 		{ "insecure-policy", no_argument, NULL, OPT_INSECURE_POLICY },
+		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(out, 0, sizeof *out);
@@ -35,7 +36,9 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 	optind = 1;
 	opterr = 1;
 	int c;
-	while ((c = getopt_long(argc, argv, flags & CLI_OUTPUT ? "o:" : "", longopts, NULL)) != -1) {
+	const char *shortopts = (flags & CLI_OUTPUT) && (flags & CLI_PROGRESS) ? "o:q" :
+				flags & CLI_OUTPUT ? "o:" : flags & CLI_PROGRESS ? "q" : "";
+	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_PLATFORM: out->opts.platform = optarg; break;
 		case OPT_INSECURE: out->opts.insecure = true; break;
@@ -64,6 +67,11 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 				goto usage;
 			out->format = optarg;
 			break;
+		case 'q':
+			if (!(flags & CLI_PROGRESS))
+				goto usage;
+			out->quiet = true;
+			break;
 		case 'o':
 			if (!(flags & CLI_OUTPUT))
 				goto usage;
@@ -79,10 +87,11 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 	return 0;
 usage:
 	fprintf(stderr, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]"
-		"%s%s%s%s [--policy FILE] [--insecure-policy]\n",
+		"%s%s%s%s%s [--policy FILE] [--insecure-policy]\n",
 		argv[0], flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
 		flags & CLI_FORMAT ? " [--format tar|mtree]" : "",
-		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "");
+		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "",
+		flags & CLI_PROGRESS ? " [-q|--quiet]" : "");
 	return -EINVAL;
 }
 

@@ -12,6 +12,7 @@ struct cli_image_args {
 	bool json;            /* --json (inspect) */
 	const char *output;   /* -o FILE (export) */
 	const char *format;   /* --format tar|mtree (export) */
+	bool quiet;           /* -q, --quiet: no progress (pull, export) */
 };
 
 enum cli_flags {
@@ -19,6 +20,7 @@ enum cli_flags {
 	CLI_OUTPUT = 1 << 1,
 	CLI_FORMAT = 1 << 2,
 	CLI_LAYERS = 1 << 3,  /* --cache-max SIZE, --keep-blobs: commands that fill the cache */
+	CLI_PROGRESS = 1 << 4, /* -q, --quiet: commands that show progress */
 };
 
 /* Parses `CMD REF [--platform P] [--insecure] [--cache DIR] ...`, accepting
