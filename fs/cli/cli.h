@@ -41,3 +41,4 @@ int mlfs_cmd_pull(int argc, char **argv);
 int mlfs_cmd_export(int argc, char **argv);
 int mlfs_cmd_cache(int argc, char **argv);
 int mlfs_cmd_chroot(int argc, char **argv);
+int mlfs_cmd_stat(int argc, char **argv);

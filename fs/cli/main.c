@@ -21,6 +21,7 @@ static const struct {
 	{ "mount", mlfs_cmd_mount, "mount an image read-only (as mount.mlfs REF DIR -o ...)" },
 	{ "cache", mlfs_cmd_cache, "list, measure, evict, remove and verify what the cache holds" },
 	{ "chroot", mlfs_cmd_chroot, "run a command in a writable, disposable chroot of an image" },
+	{ "stat", mlfs_cmd_stat, "a live mount's statistics: mlfs stat DIR [--json]" },
 };
 
 static int usage(FILE *f)
