@@ -5,9 +5,11 @@
  * calls on_event() from whichever thread moves bytes: the command's own,
  * a range job, an indexer) only adds to relaxed atomic counters of its
  * layer — no clock, no lock, no output — so progress costs the download
- * nothing.  The drawing side is one thread that wakes every 100 ms (so
- * at most 10 redraws a second, whatever the download rate) plus the
- * command's thread when a layer begins or ends; both draw under one lock.
+ * nothing.  The drawing side is one thread that wakes every 100 ms, and
+ * the command's thread when a layer ends; both draw under one lock, and
+ * never less than 100 ms after the last drawing (but for the very last):
+ * at most 10 redraws a second, whatever the download rate or the number
+ * of layers.
  *
  * On a terminal the layers being fetched and a total line are redrawn in
  * place (cursor up over the previous drawing, clear to the end of the
@@ -24,6 +26,7 @@
  * blob kept with --keep-blobs is read again to be indexed). */
 #include "fs/cli/progress.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -58,6 +61,7 @@ struct cli_progress {
 	struct timespec start;
 	pthread_mutex_t draw;          /* protects stderr's drawing: live, and each layer's announced/reported */
 	unsigned live;                 /* lines of the redrawn part now on the terminal */
+	struct timespec drawn;         /* the last drawing (protected by draw) */
 	pthread_mutex_t lock;          /* protects stop */
 	pthread_cond_t cond;
 	bool stop;
@@ -189,17 +193,25 @@ static void final_line(FILE *out, const struct cli_progress *p, size_t i)
 	}
 }
 
-/* Brings stderr up to date.  `last`: the redrawn part goes for good. */
+/* Brings stderr up to date, unless it was less than a tick ago (and this
+ * is not the last time: then the redrawn part goes for good). */
 static void render(struct cli_progress *p, bool last)
 {
-	char *text = NULL;
-	size_t len = 0;
-	FILE *out = open_memstream(&text, &len);
-	if (!out)
-		return;
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&p->draw);
+	if (!last && (p->drawn.tv_sec || p->drawn.tv_nsec) && seconds_since(&p->drawn, &now) < TICK_MS / 1000.0) {
+		pthread_mutex_unlock(&p->draw);
+		return; /* the next tick draws what changed */
+	}
+	p->drawn = now;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	if (!out) {
+		pthread_mutex_unlock(&p->draw);
+		return;
+	}
 	bool tty = p->mode == CLI_PROGRESS_TTY;
 	if (tty && p->live)
 		fprintf(out, "\033[%uA\033[J", p->live); /* back over the last drawing */
@@ -255,24 +267,27 @@ static void render(struct cli_progress *p, bool last)
 static void *drawer(void *arg)
 {
 	struct cli_progress *p = arg;
-	pthread_mutex_lock(&p->lock);
-	while (!p->stop) {
-		struct timespec t;
-		clock_gettime(CLOCK_MONOTONIC, &t);
+	for (;;) {
+		/* A tick after the last drawing, whoever drew it. */
+		pthread_mutex_lock(&p->draw);
+		struct timespec t = p->drawn;
+		pthread_mutex_unlock(&p->draw);
+		if (!t.tv_sec && !t.tv_nsec)
+			clock_gettime(CLOCK_MONOTONIC, &t);
 		t.tv_nsec += TICK_MS * 1000000L;
 		if (t.tv_nsec >= 1000000000L) {
 			t.tv_sec++;
 			t.tv_nsec -= 1000000000L;
 		}
-		pthread_cond_timedwait(&p->cond, &p->lock, &t);
-		if (p->stop)
-			break;
-		pthread_mutex_unlock(&p->lock);
-		render(p, false);
 		pthread_mutex_lock(&p->lock);
+		while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &t) != ETIMEDOUT)
+			;
+		bool stop = p->stop;
+		pthread_mutex_unlock(&p->lock);
+		if (stop)
+			return NULL;
+		render(p, false);
 	}
-	pthread_mutex_unlock(&p->lock);
-	return NULL;
 }
 
 void cli_progress_start(struct cli_progress *p, const struct mlfs_image *img)
@@ -308,7 +323,7 @@ void cli_progress_layer_end(struct cli_progress *p, size_t i)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &p->layers[i].end);
 	atomic_store_explicit(&p->layers[i].state, LAYER_DONE, memory_order_release);
-	render(p, false); /* its final line now, not at the next tick */
+	render(p, false); /* its final line now, unless a tick drew just now */
 }
 
 void cli_progress_finish(struct cli_progress *p, bool ok, const char *verb)

@@ -19,7 +19,8 @@ import time
 import pytest
 
 from conftest import HOST_PLATFORM, Images
-from helpers import MLFS_TIMEOUT, assert_mlfs_error, assert_ok
+from faultproxy import FaultProxy
+from helpers import MLFS_TIMEOUT, assert_mlfs_error, assert_ok, cache_blob_path
 
 pytestmark = pytest.mark.pull
 
@@ -104,6 +105,54 @@ def test_kept_blobs_are_not_counted_twice(loud, demo):
     r = loud("pull", "--keep-blobs", ref)
     assert r.rc == 0, r.stderr
     check_lines(r.stderr, layers, ref, "pulled", cold=True)
+
+
+@pytest.fixture
+def proxy(demo):
+    p = FaultProxy(("127.0.0.1", demo.registry.port))
+    yield p
+    p.close()
+
+
+def test_a_retried_download_is_counted_once(loud, demo, proxy):
+    """The connection drops mid-blob and the retry resumes with Range:
+    each byte is counted once (libcurl's own counts start over)."""
+    layers = host_layers(demo)
+    proxy.cut(r"/blobs/" + layers[0]["digest"], layers[0]["size"] // 3)
+    ref = "%s/demo:latest" % proxy.host
+    r = loud("pull", ref)
+    assert r.rc == 0, r.stderr
+    check_lines(r.stderr, layers, ref, "pulled", cold=True)
+
+
+def test_a_resumed_partial_download_is_already_cached(loud, mlfs_env, demo, proxy):
+    """A pull that failed mid-blob leaves a partial download, its lines,
+    and the error last; the next pull resumes it: what the partial file
+    held is 'already cached', the rest 'fetched'."""
+    layers = host_layers(demo)
+    big = layers[0]
+    proxy.cut(r"/blobs/" + big["digest"], big["size"] // 3)
+    proxy.fail(r"/blobs/" + big["digest"], 503, times=100, after=1)
+    ref = "%s/demo:latest" % proxy.host
+    r = loud("pull", ref)
+    lines = r.stderr.rstrip("\n").split("\n")
+    assert r.rc == 1 and lines[-1].startswith("mlfs: error: "), r.stderr
+    assert lines[0] == "layer 1/%d %s: fetching %s" % (len(layers), big["digest"][:19], fmt_size(big["size"])), \
+        r.stderr
+    assert not any(l.startswith("pulled ") for l in lines), r.stderr
+    kept = os.path.getsize(cache_blob_path(mlfs_env, big["digest"]) + ".partial")
+    assert 0 < kept < big["size"]
+
+    r = loud("pull", demo.ref("demo:latest"))  # straight to the registry now
+    assert r.rc == 0, r.stderr
+    lines = r.stderr.rstrip("\n").split("\n")
+    head = "layer 1/%d %s: " % (len(layers), big["digest"][:19])
+    assert re.fullmatch(re.escape(head + "done, %s fetched in " % fmt_size(big["size"] - kept)) + ELAPSED
+                        + re.escape(", %s already cached" % fmt_size(kept)), lines[1]), r.stderr
+    total = sum(l["size"] for l in layers)
+    assert re.fullmatch(re.escape("pulled %s: %d layers, %s fetched, %s already cached, in " % (
+        demo.ref("demo:latest"), len(layers), fmt_size(total - kept), fmt_size(kept))) + ELAPSED,
+        lines[-1]), r.stderr
 
 
 @pytest.mark.parametrize("flag", ["-q", "--quiet"])
