@@ -100,6 +100,29 @@ def test_the_attribute_is_not_listed(mounter, demo, tmp_path):
         os.getxattr(m.path("etc"), STATS)
 
 
+def test_the_image_root_attributes_stay_exact(mounter, demo, tmp_path):
+    """An image whose root carries attributes of its own: the mount's root
+    lists exactly those, and a tar --xattrs of it carries those and only
+    those."""
+    from test_conformance import _header, _pad, _pax, _push
+    layer = (_pax([(b"SCHILY.xattr.user.rootnote", b"the image's own")]) +
+             _header(b"./", typ=b"5", mode=b"0000755\0") +
+             _header(b"f", size=1) + _pad(b"x") + b"\0" * 1024)
+    digest = _push(demo.client, "rootxattr", "v1", [layer])
+    m = mounter.mount("%s/rootxattr@%s" % (demo.registry.host, digest))
+    read_all(m.path("f"))
+    assert os.listxattr(m.mountpoint) == ["user.rootnote"]
+    assert os.getxattr(m.mountpoint, "user.rootnote") == b"the image's own"
+    assert json.loads(os.getxattr(m.mountpoint, STATS))["version"] == 1
+    out = tmp_path / "root.tar"
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--no-recursion", "-C", m.mountpoint, "-cf",
+                    str(out), "."], check=True, timeout=60)
+    import tarfile
+    with tarfile.open(str(out)) as t:
+        keys = sorted(k for k in t.getmembers()[0].pax_headers if k.startswith("SCHILY.xattr."))
+    assert keys == ["SCHILY.xattr.user.rootnote"], keys
+
+
 def test_not_an_mlfs_mount(mlfs, mounter, demo, tmp_path):
     assert_mlfs_error(mlfs("stat", str(tmp_path)), "not the root of an mlfs mount")
     assert_mlfs_error(mlfs("stat", str(tmp_path), "--json"), "not the root of an mlfs mount")
