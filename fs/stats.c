@@ -11,8 +11,8 @@
  * lists) copy the image's own root attributes and nothing else; it is
  * answered without loading anything, so asking costs a mount that has
  * not fetched a layer yet nothing.  Its value is JSON, versioned, and
- * changes between two calls: ask with a large buffer (64 KiB), not a
- * size query first.
+ * changes between two calls: a size query is answered with room to spare
+ * (fs/ops.c), and mlfs stat asks once with a large buffer.
  *
  * The counters behind it cost the read path one relaxed atomic add per
  * read; the rest (layers loaded, chunk counts, the last error) is read

@@ -3,6 +3,7 @@ xattr user.mlfs.stats its daemon answers on the root (fs/stats.c): the
 reference and platform, layers loaded, bytes fetched and served, cache
 hits, chunks of seekable layers, the last error."""
 
+import ctypes
 import json
 import os
 import subprocess
@@ -95,6 +96,19 @@ def test_the_attribute_is_not_listed(mounter, demo, tmp_path):
     listing = subprocess.run(["tar", "--xattrs", "-tvvf", str(out)], capture_output=True, text=True,
                              check=True, timeout=60).stdout
     assert "mlfs" not in listing, listing
+    # getfattr's way, the size first and then the value: it fits even when
+    # the counters grew in between (here: a read).
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.getxattr.restype = ctypes.c_ssize_t
+    libc.getxattr.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+    path, name = m.mountpoint.encode(), STATS.encode()
+    size = libc.getxattr(path, name, None, 0)
+    assert size > 0, ctypes.get_errno()
+    read_all(m.path("bin", "busybox"))
+    buf = ctypes.create_string_buffer(size)
+    got = libc.getxattr(path, name, buf, size)
+    assert got > 0, os.strerror(ctypes.get_errno())
+    assert json.loads(buf.raw[:got])["reads"] > 0
     # Only the root answers it.
     with pytest.raises(OSError):
         os.getxattr(m.path("etc"), STATS)
