@@ -6,7 +6,9 @@ hits, chunks of seekable layers, the last error."""
 import ctypes
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -135,6 +137,33 @@ def test_the_image_root_attributes_stay_exact(mounter, demo, tmp_path):
     with tarfile.open(str(out)) as t:
         keys = sorted(k for k in t.getmembers()[0].pax_headers if k.startswith("SCHILY.xattr."))
     assert keys == ["SCHILY.xattr.user.rootnote"], keys
+
+
+@pytest.fixture
+def open_dir():
+    """A directory any user may traverse (pytest's tmp_path is root's alone)."""
+    d = tempfile.mkdtemp(prefix="mlfs-stat-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_any_user_of_an_allow_other_mount_reads_it(mlfs_bin, mounter, demo, open_dir):
+    """No privilege needed: nobody reads the statistics of a mount it may
+    read (allow_other), as it would read the mount's root."""
+    exe = os.path.join(open_dir, "mlfs")
+    shutil.copy(mlfs_bin, exe)
+    os.chmod(exe, 0o755)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run(as_nobody + [exe, "--help"], capture_output=True, timeout=60).returncode != 0:
+        pytest.skip("%s does not run as nobody (a wrapper script?)" % mlfs_bin)
+    mnt = os.path.join(open_dir, "mnt")
+    os.mkdir(mnt)
+    m = mounter.mount(demo.ref("demo:latest"), "allow_other", mountpoint=mnt)
+    r = subprocess.run(as_nobody + [exe, "stat", m.mountpoint, "--json"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r
+    assert json.loads(r.stdout)["reference"] == demo.ref("demo:latest")
 
 
 def test_not_an_mlfs_mount(mlfs, mounter, demo, tmp_path):
