@@ -238,3 +238,21 @@ def test_quiet_on_a_terminal(mlfs_bin, mlfs_env, demo):
     env.pop("MLFS_QUIET")
     rc, out, tty = run_on_pty([mlfs_bin, "pull", "-q", demo.ref("demo:latest")], env)
     assert rc == 0 and out == b"" and tty == "", repr(tty)
+
+
+def test_seekable_pull(loud, seekable):
+    """A seekable image's chunks come by many ranges at once: every layer
+    still ends with one line, and the summary counts what came (TOCs and
+    chunks: at least each layer's size)."""
+    ref = seekable["ref"]("estargz")
+    r = loud("pull", ref)
+    assert r.rc == 0, r.stderr
+    lines = r.stderr.rstrip("\n").split("\n")
+    done = [l for l in lines if re.fullmatch(LAYER + r"done, .* fetched in .*", l)]
+    summary = re.fullmatch(r"pulled %s: (\d+) layers?, (.+) fetched, 0 B already cached, in %s" % (
+        re.escape(ref), ELAPSED), lines[-1])
+    assert summary and len(done) == int(summary.group(1)), r.stderr
+    r = loud("pull", ref)
+    assert r.rc == 0, r.stderr
+    assert re.fullmatch(r"pulled %s: \d+ layers?, 0 B fetched, .+ already cached, in %s" % (
+        re.escape(ref), ELAPSED), r.stderr.rstrip("\n").split("\n")[-1]), r.stderr
