@@ -74,7 +74,12 @@ enum cli_progress_mode cli_progress_mode(bool quiet)
 	const char *env = getenv("MLFS_QUIET");
 	if (quiet || (env && *env && strcmp(env, "0")))
 		return CLI_PROGRESS_QUIET;
-	return isatty(STDERR_FILENO) ? CLI_PROGRESS_TTY : CLI_PROGRESS_LINES;
+	/* A terminal that cannot move its cursor (Emacs' shell, some CI
+	 * runners) gets the plain lines. */
+	const char *term = getenv("TERM");
+	if (!isatty(STDERR_FILENO) || (term && !strcmp(term, "dumb")))
+		return CLI_PROGRESS_LINES;
+	return CLI_PROGRESS_TTY;
 }
 
 static void on_event(void *priv, size_t i, enum mlfs_progress_event ev, uint64_t n)

@@ -7,13 +7,13 @@
 
 enum cli_progress_mode {
 	CLI_PROGRESS_QUIET,  /* --quiet, or $MLFS_QUIET: nothing but errors */
-	CLI_PROGRESS_LINES,  /* stderr is not a terminal: a line when a layer starts and when it ends */
+	CLI_PROGRESS_LINES,  /* stderr is not a terminal (or TERM=dumb): a line when a layer starts and when it ends */
 	CLI_PROGRESS_TTY,    /* a terminal: layer and total lines redrawn in place */
 };
 
 /* The mode for this process: quiet (the -q of the command line) wins,
  * then a non-empty $MLFS_QUIET other than "0", then whether stderr is a
- * terminal. */
+ * terminal that can move its cursor (not TERM=dumb). */
 enum cli_progress_mode cli_progress_mode(bool quiet);
 
 struct cli_progress;

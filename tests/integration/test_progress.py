@@ -233,6 +233,17 @@ def test_pull_on_a_terminal_redraws(mlfs_bin, mlfs_env, demo):
         assert len(line) < 100, repr(line)
 
 
+def test_a_dumb_terminal_gets_lines(mlfs_bin, mlfs_env, demo):
+    """TERM=dumb cannot move its cursor: the plain lines, no escapes."""
+    layers = host_layers(demo)
+    ref = demo.ref("demo:latest")
+    env = dict(mlfs_env, TERM="dumb")
+    env.pop("MLFS_QUIET")
+    rc, out, tty = run_on_pty([mlfs_bin, "pull", ref], env)
+    assert rc == 0 and "\x1b" not in tty, repr(tty)
+    check_lines(tty.replace("\r\n", "\n"), layers, ref, "pulled", cold=True)
+
+
 def test_quiet_on_a_terminal(mlfs_bin, mlfs_env, demo):
     env = dict(mlfs_env)
     env.pop("MLFS_QUIET")
