@@ -457,7 +457,7 @@ class Bench:
         drop_caches()
         mark = self.alog.mark()
         t0 = now()
-        r = subprocess.run([m.bin, "pull", "--cache", cache, ref], timeout=CMD_TIMEOUT,
+        r = subprocess.run([m.bin, "pull", "--quiet", "--cache", cache, ref], timeout=CMD_TIMEOUT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         t = now() - t0
         if r.returncode != 0:

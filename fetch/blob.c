@@ -32,7 +32,14 @@ struct blob_sink {
 	mlfs_sink_fn observe;  /* optional: sees every byte, in order */
 	void *priv;
 	bool observer_failed;  /* the error came from observe(), not the network */
+	const struct mlfs_progress *progress; /* may be NULL */
 };
+
+static void count(const struct mlfs_progress *p, enum mlfs_progress_event ev, size_t n)
+{
+	if (p && p->fn)
+		p->fn(p->priv, p->layer, ev, n);
+}
 
 static int blob_write(void *priv, const void *buf, size_t len)
 {
@@ -52,6 +59,7 @@ static int blob_write(void *priv, const void *buf, size_t len)
 		left -= (size_t)n;
 	}
 	s->have += (int64_t)len;
+	count(s->progress, MLFS_PROGRESS_FETCHED, len);
 	int r = mlfs_hasher_update(s->hasher, buf, len);
 	if (r == 0 && s->observe && (r = s->observe(s->priv, buf, len)) != 0)
 		s->observer_failed = true;
@@ -74,6 +82,7 @@ static int rehash_partial(struct blob_sink *s)
 		if (n == 0)
 			return 0;
 		s->have += n;
+		count(s->progress, MLFS_PROGRESS_REUSED, (size_t)n);
 		int r = mlfs_hasher_update(s->hasher, buf, (size_t)n);
 		if (r == 0 && s->observe && (r = s->observe(s->priv, buf, (size_t)n)) != 0)
 			s->observer_failed = true;
@@ -87,7 +96,7 @@ static int rehash_partial(struct blob_sink *s)
  * was bad and is gone before anyone saw it, -EAGAIN when it was bad after
  * the observer saw its bytes (the caller starts over). */
 static int use_cached(const char *final, const struct mlfs_descriptor *desc, mlfs_sink_fn observe, void *priv,
-		      struct mlfs_err *err)
+		      const struct mlfs_progress *progress, struct mlfs_err *err)
 {
 	_cleanup_close_ int fd = open(final, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	struct stat st;
@@ -114,6 +123,7 @@ static int use_cached(const char *final, const struct mlfs_descriptor *desc, mlf
 		if ((r = mlfs_hasher_update(h, buf, (size_t)n)) < 0)
 			break;
 		seen = true;
+		count(progress, MLFS_PROGRESS_REUSED, (size_t)n);
 		if (observe && (r = observe(priv, buf, (size_t)n)) != 0)
 			break;
 	}
@@ -178,9 +188,9 @@ static int lock_partial(const struct mlfs_registry *reg, const char *partial, co
  * complete blob) proved wrong after the observer saw them, and were dropped. */
 static int fetch_once(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
 		      const char *dir, const char *final, const char *partial, unsigned wait_s,
-		      mlfs_sink_fn observe, void *priv, struct mlfs_err *err)
+		      mlfs_sink_fn observe, void *priv, const struct mlfs_progress *progress, struct mlfs_err *err)
 {
-	int r = use_cached(final, desc, observe, priv, err);
+	int r = use_cached(final, desc, observe, priv, progress, err);
 	if (r != 0)
 		return r < 0 ? r : 1;
 	r = mlfs_mkdir_p(dir, 0755);
@@ -190,7 +200,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	r = lock_partial(reg, partial, final, desc, wait_s ? wait_s : 300, &fd, err);
 	if (r == -EEXIST || r == 0) {
 		/* Another process may have finished it while we waited for the lock. */
-		int c = use_cached(final, desc, observe, priv, err);
+		int c = use_cached(final, desc, observe, priv, progress, err);
 		if (c != 0)
 			return c < 0 ? c : 1;
 		if (r == -EEXIST)
@@ -199,7 +209,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	if (r < 0)
 		return r;
 
-	struct blob_sink s = { .fd = fd, .size = desc->size, .observe = observe, .priv = priv };
+	struct blob_sink s = { .fd = fd, .size = desc->size, .observe = observe, .priv = priv, .progress = progress };
 	r = mlfs_hasher_new(&s.hasher);
 	if (r < 0)
 		return mlfs_err_set(err, -r, "cannot hash");
@@ -288,7 +298,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 
 int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
 			     const char *cache_dir, unsigned wait_s, mlfs_sink_fn observe, void *priv,
-			     char **blob_path, struct mlfs_err *err)
+			     const struct mlfs_progress *progress, char **blob_path, struct mlfs_err *err)
 {
 	if (mlfs_digest_validate(desc->digest) < 0)
 		return mlfs_err_set(err, EINVAL, "blob digest \"%s\" is not a sha256 digest", desc->digest);
@@ -299,12 +309,12 @@ int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const 
 	if (asprintf(&dir, "%s/blobs/sha256", cache_dir) < 0 || asprintf(&final, "%s/%s", dir, hex) < 0 ||
 	    asprintf(&partial, "%s/%s.partial", dir, hex) < 0)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	int r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, err);
+	int r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, progress, err);
 	/* Without an observer nobody saw the dropped bytes: start over here. */
 	if (r == -EAGAIN && !observe) {
 		if (err)
 			memset(err, 0, sizeof *err);
-		r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, err);
+		r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, progress, err);
 	}
 	if (r < 0)
 		return r;

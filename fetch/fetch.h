@@ -227,6 +227,27 @@ int mlfs_registry_get_blob(struct mlfs_registry *reg, const char *path, const ch
 int mlfs_registry_get_range(struct mlfs_registry *reg, const char *path, const char *digest, uint64_t offset,
 			    size_t len, void *buf, struct mlfs_err *err);
 
+/* ---- progress (blob.c, image.c) ----------------------------------------- */
+
+/* How a layer's bytes move, for progress bars and a mount's statistics.
+ * Counted where the bytes are handed on (the blob's sink, a finished
+ * range, a streamed chunk), not from libcurl's progress callback: its
+ * counts start over with every retry and resume, while a sink sees each
+ * byte once. */
+enum mlfs_progress_event {
+	MLFS_PROGRESS_FETCHED, /* n more bytes of the layer's blob came from the registry */
+	MLFS_PROGRESS_REUSED,  /* n bytes of its blob were in the cache already (kept, or a partial download) */
+	MLFS_PROGRESS_INDEXED, /* the layer was found indexed in the cache: nothing moves; n = its blob size */
+};
+/* Called from the thread that moves the bytes, several at once (parallel
+ * layers and ranges): it must be thread-safe and cheap (count, never draw). */
+typedef void (*mlfs_progress_fn)(void *priv, size_t layer, enum mlfs_progress_event ev, uint64_t n);
+struct mlfs_progress {
+	mlfs_progress_fn fn;
+	void *priv;
+	size_t layer;         /* passed on to fn: which layer a blob is */
+};
+
 /* ---- the blob cache (blob.c, cachedir.c) -------------------------------- */
 
 /* -o cache= / $MLFS_CACHE / $XDG_CACHE_HOME/mlfs / /var/cache/mlfs (root) / ~/.cache/mlfs. Malloc'd. */
@@ -242,10 +263,11 @@ char *mlfs_cache_dir_default(const char *option);
  * at most wait_s (0: 300) for another process downloading the same blob.
  * -EAGAIN: bytes from the cache proved wrong after observe() saw them and
  * are dropped (a digest mismatch, or observe() refusing them with -EPIPE);
- * the caller starts its consumer over and calls again. */
+ * the caller starts its consumer over and calls again.  progress (may be
+ * NULL) counts the bytes as fetched or reused. */
 int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
 			     const char *cache_dir, unsigned wait_s, mlfs_sink_fn observe, void *priv,
-			     char **blob_path, struct mlfs_err *err);
+			     const struct mlfs_progress *progress, char **blob_path, struct mlfs_err *err);
 
 /* ---- what the cache holds (cached.c) ------------------------------------ */
 
@@ -321,6 +343,9 @@ struct mlfs_image_opts {
 	/* Trust (policy.c): checked before anything is fetched. */
 	const char *policy;     /* policy.json to use; NULL: mlfs_policy_locate()'s choice */
 	bool insecure_policy;   /* no policy check at all (skopeo's --insecure-policy) */
+	/* Told of every layer byte that moves (progress bars, mount statistics). */
+	mlfs_progress_fn progress;
+	void *progress_priv;
 };
 
 struct mlfs_image {
@@ -341,6 +366,8 @@ struct mlfs_image {
 	bool keep_blobs;
 	bool ranges_refused;                   /* the registry ignored a Range once: never ask again (atomic) */
 	bool cancelled;                        /* mlfs_image_cancel() was called (atomic) */
+	mlfs_progress_fn progress;             /* from the opts; NULL: nobody listens */
+	void *progress_priv;
 };
 
 int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,
@@ -350,6 +377,8 @@ void mlfs_image_free(struct mlfs_image *img);
  * -ECANCELED (within about a second: libcurl's progress callback), and the
  * waits for other processes' downloads too.  Thread-safe; for unmount. */
 void mlfs_image_cancel(struct mlfs_image *img);
+/* Tells the image's progress listener, if any, about layer i. */
+void mlfs_image_progress(const struct mlfs_image *img, size_t i, enum mlfs_progress_event ev, uint64_t n);
 /* Fetches (or finds cached) layer i's compressed blob; path malloc'd. */
 int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err);
 /* Bytes of layer i's blob by Range (mlfs_registry_get_range), for seekable

@@ -145,6 +145,8 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	img->wait_s = opts->wait_s;
 	img->cache_max = opts->cache_max;
 	img->keep_blobs = opts->keep_blobs;
+	img->progress = opts->progress;
+	img->progress_priv = opts->progress_priv;
 	struct mlfs_registry_opts ropts = { .insecure = opts->insecure };
 	r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
 	if (r < 0)
@@ -219,6 +221,12 @@ void mlfs_image_free(struct mlfs_image *img)
 	free(img);
 }
 
+void mlfs_image_progress(const struct mlfs_image *img, size_t i, enum mlfs_progress_event ev, uint64_t n)
+{
+	if (img->progress)
+		img->progress(img->progress_priv, i, ev, n);
+}
+
 int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, struct mlfs_err *err)
 {
 	return mlfs_image_layer_blob_observed(img, i, NULL, NULL, blob_path, err);
@@ -242,8 +250,9 @@ int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_f
 					    "without offline", i + 1, d->digest, img->canonical, img->cache_dir);
 		/* Cached: the fetch below reads it from there, without the network. */
 	}
+	struct mlfs_progress progress = { img->progress, img->progress_priv, i };
 	int r = mlfs_blob_fetch_observed(img->reg, img->ref.path, d, img->cache_dir, img->wait_s, observe, priv,
-					 blob_path, err);
+					 img->progress ? &progress : NULL, blob_path, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;
@@ -267,7 +276,24 @@ int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, si
 	int r = mlfs_registry_get_range(img->reg, img->ref.path, d->digest, offset, len, buf, err);
 	if (r == -ERANGE)
 		__atomic_store_n(&img->ranges_refused, true, __ATOMIC_RELAXED);
+	if (r == 0)
+		mlfs_image_progress(img, i, MLFS_PROGRESS_FETCHED, len);
 	return r;
+}
+
+/* A streamed blob's sink, counting what passes. */
+struct counted_sink {
+	const struct mlfs_image *img;
+	size_t i;
+	mlfs_sink_fn sink;
+	void *priv;
+};
+
+static int count_and_sink(void *priv, const void *buf, size_t len)
+{
+	struct counted_sink *c = priv;
+	mlfs_image_progress(c->img, c->i, MLFS_PROGRESS_FETCHED, len);
+	return c->sink(c->priv, buf, len);
 }
 
 int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink, void *priv, struct mlfs_err *err)
@@ -278,7 +304,9 @@ int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink,
 	if (img->offline)
 		return mlfs_err_set(err, ENOENT, "layer %zu (%s) of %s is not all in the cache and the image was "
 				    "opened offline", i + 1, d->digest, img->canonical);
-	int r = mlfs_registry_get_blob(img->reg, img->ref.path, d->digest, 0, sink, priv, err);
+	struct counted_sink c = { img, i, sink, priv };
+	int r = mlfs_registry_get_blob(img->reg, img->ref.path, d->digest, 0, img->progress ? count_and_sink : sink,
+				       img->progress ? (void *)&c : priv, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;

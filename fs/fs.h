@@ -7,6 +7,7 @@
 
 #include "fetch/fetch.h"
 #include "fs/loader.h"
+#include "fs/stats.h"
 
 struct mlfs_fs {
 	struct mlfs_image *img;
@@ -17,6 +18,7 @@ struct mlfs_fs {
 	bool all_seekable;  /* every layer has a TOC: loading starts at init */
 	struct fuse_session *se; /* while the loop runs: waits end when it exits */
 	bool stop_tried;    /* loader_stop() was called (once is enough: it waits its grace) */
+	struct mlfs_stats stats; /* relaxed atomics, for mlfs stat */
 };
 
 extern const struct fuse_lowlevel_ops mlfs_ops;

@@ -234,6 +234,8 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 	};
 	/* A layer indexed whole before has every byte: nothing beats that. */
 	int r = mlfs_layer_open_cached(&o, out, err);
+	if (r == 0)
+		mlfs_image_progress(img, i, MLFS_PROGRESS_INDEXED, (uint64_t)d->size);
 	if (r != -ENOENT)
 		return r;
 	if (mlfs_image_layer_seekable(img, i)) {
@@ -259,6 +261,8 @@ int mlfs_image_layer_open(struct mlfs_image *img, size_t i, struct mlfs_layer **
 		log_warn(MLFS_AREA_LAYERS, "layer %zu: no build lock (%s): building it anyway", i + 1, strerror(-r));
 	else if ((r = mlfs_layer_open_cached(&o, out, err)) != -ENOENT) {
 		mlfs_cache_unlock_build(img->cache_dir, key, lock);
+		if (r == 0) /* built by another process while we waited */
+			mlfs_image_progress(img, i, MLFS_PROGRESS_INDEXED, (uint64_t)d->size);
 		return r;
 	}
 	mlfs_cache_enforce(img, (uint64_t)d->size);

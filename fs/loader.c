@@ -99,7 +99,35 @@ struct loader {
 	bool filling;             /* the thread fills chunks after a READY view */
 	unsigned fillers;         /* detached threads filling one layer each (loader_fill_async) */
 	pthread_t thread;
+	char last_error[1024];    /* for mlfs stat: the last failure, "" when none */
+	int64_t last_error_at;    /* its time, seconds since the epoch */
 };
+
+/* Called with l->lock held. */
+static void note_error_locked(struct loader *l, const char *msg)
+{
+	size_t n = strlen(msg);
+	if (n >= sizeof l->last_error)
+		n = sizeof l->last_error - 1; /* cut, as snprintf would */
+	memcpy(l->last_error, msg, n);
+	l->last_error[n] = '\0';
+	l->last_error_at = (int64_t)time(NULL);
+}
+
+void loader_note_error(struct loader *l, const char *msg)
+{
+	pthread_mutex_lock(&l->lock);
+	note_error_locked(l, msg);
+	pthread_mutex_unlock(&l->lock);
+}
+
+void loader_last_error(struct loader *l, char *buf, size_t len, int64_t *when)
+{
+	pthread_mutex_lock(&l->lock);
+	snprintf(buf, len, "%s", l->last_error);
+	*when = l->last_error_at;
+	pthread_mutex_unlock(&l->lock);
+}
 
 struct load_job {
 	struct loader *l;
@@ -141,6 +169,8 @@ static void *worker(void *arg)
 			pthread_mutex_lock(&l->lock);
 			l->failing = true;
 			bool stopping = l->stopping;
+			if (!stopping)
+				note_error_locked(l, err.msg[0] ? err.msg : "a layer failed");
 			pthread_cond_broadcast(&l->cond);
 			pthread_mutex_unlock(&l->lock);
 			if (!stopping)
@@ -305,9 +335,11 @@ static void *coordinator(void *arg)
 
 	pthread_mutex_lock(&l->lock);
 	if (j.failed) {
-		if (!l->failing && !l->stopping) /* a worker's failure was logged when it happened */
+		if (!l->failing && !l->stopping) { /* a worker's failure was logged when it happened */
 			log_error(MLFS_AREA_FS, "%s: %s", l->img->canonical,
 				  j.err.msg[0] ? j.err.msg : "loading the layers failed");
+			note_error_locked(l, j.err.msg[0] ? j.err.msg : "loading the layers failed");
+		}
 		view_free(v);
 		l->state = LOAD_FAILED;
 		note_failure_locked(l, j.err.code);
@@ -487,6 +519,9 @@ static int wait_outcome_locked(struct loader *l, size_t need, unsigned gen, cons
 	if (past(deadline)) {
 		log_error(MLFS_AREA_FS, "%s: timed out after %us waiting for the layers (-o timeout=)",
 			  l->img->canonical, l->timeout_s);
+		char msg[96];
+		snprintf(msg, sizeof msg, "timed out after %us waiting for the layers (-o timeout=)", l->timeout_s);
+		note_error_locked(l, msg);
 		return -EIO;
 	}
 	if (cancelled && cancelled(priv))

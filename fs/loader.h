@@ -67,3 +67,10 @@ bool loader_layer_peek(struct loader *l, size_t i, const struct mlfs_layer **lay
 /* The same, waiting for it as loader_wait() waits for the view. */
 int loader_wait_layer(struct loader *l, size_t i, bool (*cancelled)(void *priv), void *priv,
 		      const struct mlfs_layer **layer, const uint32_t **sorted);
+
+/* The last failure of this mount (a layer that could not be loaded, a
+ * wait that timed out, a read that could not fetch its bytes), for
+ * `mlfs stat`: copied into buf ("" when none) with its time (seconds
+ * since the epoch, 0 when none). */
+void loader_note_error(struct loader *l, const char *msg);
+void loader_last_error(struct loader *l, char *buf, size_t len, int64_t *when);

@@ -37,6 +37,7 @@
 #include "fs/fs.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -227,9 +228,11 @@ static bool resolve(const struct call *c, bool early, struct ref *r)
 	memset(r, 0, sizeof *r);
 	r->ino = ino;
 	const struct mlfs_view *v = loader_peek(fs->loader);
-	if (!v && early && ino == FUSE_ROOT_ID && !fs->all_seekable) {
+	if (!v && early && ino == FUSE_ROOT_ID && c->op == OP_GETATTR && !fs->all_seekable) {
 		/* A placeholder: `stat DIR` must not fetch layers.  With only
-		 * TOCs to fetch (loading since mount) the real one is near. */
+		 * TOCs to fetch (loading since mount) the real one is near.
+		 * Only for getattr: the root's xattrs are the image's (its
+		 * topmost "./" entry), and an empty list would be a wrong answer. */
 		r->e = (struct mlfs_entry){ .path = "", .kind = MLFS_ENTRY_DIR, .mode = S_IFDIR | 0755 };
 		return true;
 	}
@@ -555,6 +558,9 @@ static void do_read(const struct call *c)
 	int rc = mlfs_layer_fetch(r.layer, r.entry, (uint64_t)off, size, &err);
 	if (rc < 0) {
 		log_error(MLFS_AREA_FS, "reading %s: %s", r.e.path, err.msg[0] ? err.msg : strerror(-rc));
+		char msg[sizeof err.msg + 64];
+		snprintf(msg, sizeof msg, "reading /%s: %s", r.e.path, err.msg[0] ? err.msg : strerror(-rc));
+		loader_note_error(fs_of(req)->loader, msg);
 		fuse_reply_err(req, EIO);
 		return;
 	}
@@ -565,7 +571,9 @@ static void do_read(const struct call *c)
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bv.buf[0].fd = mlfs_layer_data_fd(r.layer);
 	bv.buf[0].pos = (off_t)r.e.data_off + off;
-	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+	struct mlfs_stats *stats = &fs_of(req)->stats; /* the reply frees req */
+	if (fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE) == 0)
+		mlfs_stats_served(stats, size);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -611,8 +619,31 @@ static void do_getxattr(const struct call *c)
 	fuse_reply_err(req, ENODATA);
 }
 
+/* The mount's statistics (fs/stats.c): the root only, asked by name,
+ * before anything is resolved, so asking never starts a load.  A size
+ * query gets room to spare: the counters may grow before the read that
+ * follows it (getfattr's way), which then gets the value's own length. */
+static void reply_stats(fuse_req_t req, size_t size)
+{
+	size_t len = 0;
+	char *text = mlfs_stats_json(fs_of(req), &len);
+	if (!text)
+		fuse_reply_err(req, ENOMEM);
+	else if (size == 0)
+		fuse_reply_xattr(req, len + 256);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, text, len);
+	free(text);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	if (ino == FUSE_ROOT_ID && !strcmp(name, MLFS_STATS_XATTR)) {
+		reply_stats(req, size);
+		return;
+	}
 	do_getxattr(&(struct call){ .req = req, .op = OP_GETXATTR, .ino = ino, .name = name, .size = size });
 }
 

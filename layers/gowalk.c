@@ -1,7 +1,8 @@
 /* Go's archive/tar, walked alongside libarchive over a layer's tar stream.
  *
- * Runtimes read layers with Go's archive/tar, and libarchive reads some archives otherwise.  So the bytes
- * between the two readers are also walked as Go's reader walks them
+ * Runtimes read layers with Go's archive/tar, and libarchive reads some
+ * archives otherwise.  So the bytes between the reader's two libarchive
+ * readers (reader.c) are also walked as Go's reader walks them
  * (reader.go: readHeader, handleRegularFile, parsePAX, readOldGNUSparseMap):
  * the stream is handed to libarchive in pieces that end where Go expects a
  * header, each header block is looked at before libarchive sees it, and

@@ -13,10 +13,11 @@
 static void image_usage(FILE *f, const char *cmd, unsigned flags)
 {
 	fprintf(f, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]"
-		"%s%s%s%s [--policy FILE] [--insecure-policy]\n",
+		"%s%s%s%s%s [--policy FILE] [--insecure-policy]\n",
 		cmd, flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
 		flags & CLI_FORMAT ? " [--format tar|mtree]" : "",
-		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "");
+		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "",
+		flags & CLI_PROGRESS ? " [-q|--quiet]" : "");
 }
 
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)
@@ -36,6 +37,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		{ "policy", required_argument, NULL, OPT_POLICY },
 		{ "insecure-policy", no_argument, NULL, OPT_INSECURE_POLICY },
 		{ "help", no_argument, NULL, OPT_HELP },
+		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(out, 0, sizeof *out);
@@ -45,7 +47,9 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 	optind = 1;
 	opterr = 1;
 	int c;
-	while ((c = getopt_long(argc, argv, flags & CLI_OUTPUT ? "ho:" : "h", longopts, NULL)) != -1) {
+	const char *shortopts = (flags & CLI_OUTPUT) && (flags & CLI_PROGRESS) ? "ho:q" :
+				flags & CLI_OUTPUT ? "ho:" : flags & CLI_PROGRESS ? "hq" : "h";
+	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 		case OPT_HELP:
@@ -78,6 +82,11 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 			if (!(flags & CLI_FORMAT))
 				goto usage;
 			out->format = optarg;
+			break;
+		case 'q':
+			if (!(flags & CLI_PROGRESS))
+				goto usage;
+			out->quiet = true;
 			break;
 		case 'o':
 			if (!(flags & CLI_OUTPUT))

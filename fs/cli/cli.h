@@ -13,6 +13,7 @@ struct cli_image_args {
 	bool json;            /* --json (inspect) */
 	const char *output;   /* -o FILE (export) */
 	const char *format;   /* --format tar|mtree (export) */
+	bool quiet;           /* -q, --quiet: no progress (pull, export) */
 };
 
 enum cli_flags {
@@ -20,6 +21,7 @@ enum cli_flags {
 	CLI_OUTPUT = 1 << 1,
 	CLI_FORMAT = 1 << 2,
 	CLI_LAYERS = 1 << 3,  /* --cache-max SIZE, --keep-blobs: commands that fill the cache */
+	CLI_PROGRESS = 1 << 4, /* -q, --quiet: commands that show progress */
 };
 
 /* Parses `CMD REF [--platform P] [--insecure] [--cache DIR] ...`, accepting
@@ -44,3 +46,4 @@ int mlfs_cmd_export(int argc, char **argv);
 int mlfs_cmd_cache(int argc, char **argv);
 int mlfs_cmd_chroot(int argc, char **argv);
 int mlfs_cmd_version(int argc, char **argv);
+int mlfs_cmd_stat(int argc, char **argv);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "fs/cli/progress.h"
 #include "fs/layerload.h"
 #include "layers/layers.h"
 
@@ -212,34 +213,56 @@ static int open_output(struct export *x, const char *file, bool mtree, struct ml
 	return archive_write_open_fd(x->out, file ? x->fd : STDOUT_FILENO) == ARCHIVE_OK ? 0 : write_failed(x, err);
 }
 
-static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err *err)
+/* Each layer indexed, and for a seekable one every chunk fetched (every
+ * byte is read: many at a time rather than file by file). */
+static int load_layers(struct export *x, struct cli_progress *progress, struct mlfs_err *err)
+{
+	for (size_t i = 0; i < x->n_layers; i++) {
+		cli_progress_layer_begin(progress, i);
+		int r = mlfs_image_layer_open(x->img, i, &x->layers[i], err);
+		if (r < 0)
+			return r;
+		if ((r = mlfs_layer_fill(x->layers[i], false, EXPORT_JOBS, err)) < 0) {
+			mlfs_err_wrap(err, "layer %zu of %s", i + 1, x->img->canonical);
+			return r;
+		}
+		cli_progress_layer_end(progress, i);
+	}
+	return 0;
+}
+
+static int run(struct export *x, struct cli_image_args *a, struct mlfs_err *err)
 {
 	bool mtree = false;
 	if (a->format && !strcmp(a->format, "mtree"))
 		mtree = true;
 	else if (a->format && strcmp(a->format, "tar"))
 		return mlfs_err_set(err, EINVAL, "unknown format \"%s\": use tar or mtree", a->format);
+	struct cli_progress *progress = cli_progress_new(cli_progress_mode(a->quiet), &a->opts);
 	int r = mlfs_image_open(a->ref, &a->opts, &x->img, err);
-	if (r < 0)
+	if (r < 0) {
+		cli_progress_free(progress);
 		return r;
+	}
 	x->n_layers = x->img->manifest->n_layers;
-	if (x->img->config->n_diff_ids != x->n_layers)
+	if (x->img->config->n_diff_ids != x->n_layers) {
+		cli_progress_free(progress);
 		return mlfs_err_set(err, EPROTO, "%s: the manifest has %zu layers but the config %zu diff_ids",
 				    x->img->canonical, x->n_layers, x->img->config->n_diff_ids);
+	}
 	mlfs_image_layers_touch(x->img);
 	x->layers = calloc(x->n_layers ? x->n_layers : 1, sizeof *x->layers);
 	if (!x->layers)
-		return mlfs_err_set(err, ENOMEM, "out of memory");
-	for (size_t i = 0; i < x->n_layers; i++)
-		if ((r = mlfs_image_layer_open(x->img, i, &x->layers[i], err)) < 0)
-			return r;
-	/* Every byte is read: fetch seekable layers' chunks many at a time
-	 * rather than file by file. */
-	for (size_t i = 0; i < x->n_layers; i++)
-		if ((r = mlfs_layer_fill(x->layers[i], false, EXPORT_JOBS, err)) < 0) {
-			mlfs_err_wrap(err, "layer %zu of %s", i + 1, x->img->canonical);
-			return r;
-		}
+		r = mlfs_err_set(err, ENOMEM, "out of memory");
+	cli_progress_start(progress, x->img);
+	if (r == 0)
+		r = load_layers(x, progress, err);
+	/* The summary once the layers are in: writing the tree fetches nothing. */
+	cli_progress_finish(progress, r == 0, "loaded");
+	x->img->progress = NULL; /* a chunk read while writing must not reach it once freed */
+	cli_progress_free(progress);
+	if (r < 0)
+		return r;
 	if ((r = mlfs_tree_merge(x->layers, x->n_layers, &x->tree, err)) < 0)
 		return r;
 	size_t n_ino = mlfs_tree_inode_count(x->tree);
@@ -264,7 +287,7 @@ static int run(struct export *x, const struct cli_image_args *a, struct mlfs_err
 int mlfs_cmd_export(int argc, char **argv)
 {
 	struct cli_image_args a;
-	int parsed = cli_parse_image_args(argc, argv, CLI_OUTPUT | CLI_FORMAT | CLI_LAYERS, &a);
+	int parsed = cli_parse_image_args(argc, argv, CLI_OUTPUT | CLI_FORMAT | CLI_LAYERS | CLI_PROGRESS, &a);
 	if (parsed != 0)
 		return parsed < 0 ? 2 : 0; /* 1: --help */
 	cli_cache_startup(a.opts.cache_dir);

@@ -22,6 +22,7 @@ static const struct {
 	{ "cache", mlfs_cmd_cache, "list, measure, evict, remove and verify what the cache holds" },
 	{ "chroot", mlfs_cmd_chroot, "run a command in a writable, disposable chroot of an image" },
 	{ "version", mlfs_cmd_version, "print mlfs's version and those of the libraries it runs with" },
+	{ "stat", mlfs_cmd_stat, "a live mount's statistics: mlfs stat DIR [--json]" },
 };
 
 static int usage(FILE *f)
@@ -44,6 +45,8 @@ static int usage(FILE *f)
 		"under SIZE) and --keep-blobs (keep compressed blobs after indexing); mounts take\n"
 		"-o cache-max=SIZE,keep-blobs.  $MLFS_CACHE_MAX sets the cap for every command.\n"
 		"SIZE: 500M, 16G, 1.5GiB (powers of 1024); DURATION: 90m, 12h, 30d, 2w.\n"
+		"\npull and export show their progress on stderr (redrawn on a terminal, a line per\n"
+		"layer otherwise) and end with a summary; -q, --quiet (or $MLFS_QUIET=1): none.\n"
 		"\nAREAS: all, or a comma-separated list of main, fetch, auth, layers, fs\n");
 	return f == stderr ? 2 : 0;
 }

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "fs/cli/progress.h"
 #include "fs/layerload.h"
 
 #define PULL_JOBS 4
@@ -32,10 +33,11 @@ static int pull_layer(struct mlfs_image *img, size_t i, struct mlfs_layer **laye
 int mlfs_cmd_pull(int argc, char **argv)
 {
 	struct cli_image_args a;
-	int parsed = cli_parse_image_args(argc, argv, CLI_LAYERS, &a);
+	int parsed = cli_parse_image_args(argc, argv, CLI_LAYERS | CLI_PROGRESS, &a);
 	if (parsed != 0)
 		return parsed < 0 ? 2 : 0; /* 1: --help */
 	cli_cache_startup(a.opts.cache_dir);
+	struct cli_progress *progress = cli_progress_new(cli_progress_mode(a.quiet), &a.opts);
 	struct mlfs_err err = { 0 };
 	struct mlfs_image *img = NULL;
 	int r = mlfs_image_open(a.ref, &a.opts, &img, &err);
@@ -43,10 +45,19 @@ int mlfs_cmd_pull(int argc, char **argv)
 	struct mlfs_layer **layers = calloc(n ? n : 1, sizeof *layers);
 	if (!layers && r == 0)
 		r = mlfs_err_set(&err, ENOMEM, "out of memory");
-	if (r == 0)
+	if (r == 0) {
 		mlfs_image_layers_touch(img);
-	for (size_t i = 0; r == 0 && i < n; i++)
-		r = pull_layer(img, i, &layers[i], &err);
+		cli_progress_start(progress, img);
+	}
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		cli_progress_layer_begin(progress, i);
+		if ((r = pull_layer(img, i, &layers[i], &err)) == 0)
+			cli_progress_layer_end(progress, i);
+	}
+	cli_progress_finish(progress, r == 0, "pulled");
+	if (img)
+		img->progress = NULL;
+	cli_progress_free(progress);
 	for (size_t i = 0; layers && i < n; i++)
 		mlfs_layer_free(layers[i]);
 	free(layers);

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,4 +98,42 @@ void mlfs_format_size(uint64_t bytes, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 " B", bytes);
 	else
 		snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+void mlfs_format_rate(double bytes_per_s, char *buf, size_t len)
+{
+	char size[32];
+	mlfs_format_size(isfinite(bytes_per_s) && bytes_per_s > 0 ? (uint64_t)bytes_per_s : 0, size, sizeof size);
+	snprintf(buf, len, "%s/s", size);
+}
+
+/* Whole seconds s as "7s", "1m05s", "2h03m" (minutes rounded down). */
+static void format_whole(uint64_t s, char *buf, size_t len)
+{
+	if (s < 60)
+		snprintf(buf, len, "%" PRIu64 "s", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
+	else
+		snprintf(buf, len, "%" PRIu64 "h%02" PRIu64 "m", s / 3600, s % 3600 / 60);
+}
+
+void mlfs_format_eta(double seconds, char *buf, size_t len)
+{
+	if (!isfinite(seconds) || seconds < 0 || seconds > 99 * 3600.0) {
+		snprintf(buf, len, "--");
+		return;
+	}
+	uint64_t s = (uint64_t)seconds; /* rounded up, without libm */
+	format_whole((double)s < seconds ? s + 1 : s, buf, len);
+}
+
+void mlfs_format_elapsed(double seconds, char *buf, size_t len)
+{
+	if (!isfinite(seconds) || seconds < 0)
+		seconds = 0;
+	if (seconds < 59.95)
+		snprintf(buf, len, "%.1f s", seconds);
+	else
+		format_whole((uint64_t)(seconds + 0.5), buf, len);
 }

@@ -31,6 +31,9 @@ def base_env(tmp_path):
         "HOME": home,
         "XDG_RUNTIME_DIR": run,
         "MLFS_CACHE": cache,
+        # pull and export print progress on stderr; the tests that look
+        # at it (test_progress.py) take this out.
+        "MLFS_QUIET": "1",
     }
 
 

@@ -206,6 +206,67 @@ static void formats(void)
 	format_is(MiB - 1, "1.0 MiB");
 }
 
+static void text_is(const char *got, const char *want, const char *what)
+{
+	tap_ok(!strcmp(got, want), "%s = \"%s\"", what, want);
+	if (strcmp(got, want))
+		tap_diag("got \"%s\"", got);
+}
+
+/* Rates and times of the progress lines of pull and export. */
+static void progress_formats(void)
+{
+	char buf[32];
+	mlfs_format_rate(0, buf, sizeof buf);
+	text_is(buf, "0 B/s", "rate 0");
+	mlfs_format_rate(-5, buf, sizeof buf);
+	text_is(buf, "0 B/s", "a negative rate (a clock step) reads 0");
+	mlfs_format_rate(1.0 / 0.0, buf, sizeof buf);
+	text_is(buf, "0 B/s", "an infinite rate (no time elapsed) reads 0");
+	mlfs_format_rate(8.1 * MiB, buf, sizeof buf);
+	text_is(buf, "8.1 MiB/s", "rate 8.1 MiB/s");
+	mlfs_format_rate(999.9, buf, sizeof buf);
+	text_is(buf, "999 B/s", "rate under 1 KiB/s: whole bytes");
+
+	mlfs_format_eta(0, buf, sizeof buf);
+	text_is(buf, "0s", "eta 0");
+	mlfs_format_eta(0.2, buf, sizeof buf);
+	text_is(buf, "1s", "eta 0.2 s rounds up: never 0s while bytes are left");
+	mlfs_format_eta(59.0, buf, sizeof buf);
+	text_is(buf, "59s", "eta 59 s");
+	mlfs_format_eta(59.5, buf, sizeof buf);
+	text_is(buf, "1m00s", "eta 59.5 s");
+	mlfs_format_eta(65, buf, sizeof buf);
+	text_is(buf, "1m05s", "eta 65 s");
+	mlfs_format_eta(7380, buf, sizeof buf);
+	text_is(buf, "2h03m", "eta 2 h 3 min");
+	mlfs_format_eta(100 * 3600.0, buf, sizeof buf);
+	text_is(buf, "--", "eta beyond 99 h: unknown");
+	mlfs_format_eta(-1, buf, sizeof buf);
+	text_is(buf, "--", "negative eta: unknown");
+	mlfs_format_eta(0.0 / 0.0, buf, sizeof buf);
+	text_is(buf, "--", "eta NaN (0 bytes in 0 s): unknown");
+	mlfs_format_eta(1.0 / 0.0, buf, sizeof buf);
+	text_is(buf, "--", "eta infinite (rate 0): unknown");
+
+	mlfs_format_elapsed(0.04, buf, sizeof buf);
+	text_is(buf, "0.0 s", "elapsed 0.04 s");
+	mlfs_format_elapsed(12.34, buf, sizeof buf);
+	text_is(buf, "12.3 s", "elapsed 12.34 s");
+	mlfs_format_elapsed(59.96, buf, sizeof buf);
+	text_is(buf, "1m00s", "elapsed 59.96 s: not \"60.0 s\"");
+	mlfs_format_elapsed(125.4, buf, sizeof buf);
+	text_is(buf, "2m05s", "elapsed 125.4 s");
+	mlfs_format_elapsed(-3, buf, sizeof buf);
+	text_is(buf, "0.0 s", "negative elapsed reads 0");
+	{
+		char small[8];
+		memset(small, 'X', sizeof small);
+		mlfs_format_eta(7380, small, 4);
+		tap_ok(!strcmp(small, "2h0") && small[4] == 'X', "eta into 4 bytes: cut, terminated, no overrun");
+	}
+}
+
 static void mount_options(void)
 {
 	struct mount_opts o;
@@ -291,6 +352,7 @@ int main(void)
 	sizes();
 	durations();
 	formats();
+	progress_formats();
 	mount_options();
 	return tap_done();
 }
