@@ -176,7 +176,7 @@ static int lock_partial(const struct mlfs_registry *reg, const char *partial, co
 
 /* One attempt: -EAGAIN when bytes from the cache (a leftover partial, a
  * complete blob) proved wrong after the observer saw them, and were dropped. */
-static int fetch_once(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+static int fetch_once(struct mlfs_registry *reg, const struct mlfs_descriptor *desc,
 		      const char *dir, const char *final, const char *partial, unsigned wait_s,
 		      mlfs_sink_fn observe, void *priv, struct mlfs_err *err)
 {
@@ -222,7 +222,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 		if (lseek(fd, s.have, SEEK_SET) < 0)
 			r = -errno;
 		else
-			r = mlfs_registry_get_blob(reg, path, desc->digest, s.have, blob_write, &s, err);
+			r = mlfs_registry_get_blob(reg, desc->digest, s.have, blob_write, &s, err);
 	}
 	/* Foreign and non-distributable layers live at their URLs, not in the
 	 * registry: each is tried in turn (one refused by the address rule
@@ -251,6 +251,9 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 				    desc->digest, (long long)s.have, (long long)desc->size);
 	}
 	bool mismatch = r == -EBADMSG || (r == 0 && strcmp(got, desc->digest));
+	/* Some of these bytes may have come from a mirror: ask again, from
+	 * the upstream only (the checks below still drop what is here). */
+	bool ask_again = mismatch && from_registry && mlfs_registry_distrust(reg, desc->digest);
 	/* An observer that failed with -EPIPE refused the bytes; any other
 	 * error (a full disk behind it) says nothing about them. */
 	if (resumed > 0 && (mismatch || (s.observer_failed && r == -EPIPE))) {
@@ -265,6 +268,9 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	}
 	if (mismatch) {
 		unlink(partial);
+		if (ask_again)
+			return mlfs_err_set(err, EAGAIN, "blob %s from a mirror did not match its digest: dropped, "
+					    "asking the upstream", desc->digest);
 		if (r == -EBADMSG)
 			return mlfs_err_set(err, EBADMSG, "blob %s is larger than the %lld bytes the manifest says",
 					    desc->digest, (long long)desc->size);
@@ -286,7 +292,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	return 1;
 }
 
-int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const struct mlfs_descriptor *desc,
 			     const char *cache_dir, unsigned wait_s, mlfs_sink_fn observe, void *priv,
 			     char **blob_path, struct mlfs_err *err)
 {
@@ -299,12 +305,13 @@ int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const 
 	if (asprintf(&dir, "%s/blobs/sha256", cache_dir) < 0 || asprintf(&final, "%s/%s", dir, hex) < 0 ||
 	    asprintf(&partial, "%s/%s.partial", dir, hex) < 0)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	int r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, err);
-	/* Without an observer nobody saw the dropped bytes: start over here. */
-	if (r == -EAGAIN && !observe) {
+	int r = fetch_once(reg, desc, dir, final, partial, wait_s, observe, priv, err);
+	/* Without an observer nobody saw the dropped bytes: start over here
+	 * (a junk partial file, then a mirror's junk: twice at most). */
+	for (int again = 0; r == -EAGAIN && !observe && again < 2; again++) {
 		if (err)
 			memset(err, 0, sizeof *err);
-		r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, err);
+		r = fetch_once(reg, desc, dir, final, partial, wait_s, observe, priv, err);
 	}
 	if (r < 0)
 		return r;

@@ -24,8 +24,8 @@ static int fetch_by_digest(struct mlfs_image *img, const struct mlfs_descriptor 
 	if (img->offline)
 		return mlfs_err_set(err, ENOENT, "%s of %s is not in the cache %s: mount once without offline",
 				    d->digest, img->canonical, img->cache_dir);
-	r = small_blob ? mlfs_registry_get_small_blob(img->reg, img->ref.path, d, f, err)
-		       : mlfs_registry_get_manifest(img->reg, img->ref.path, d->digest, f, err);
+	r = small_blob ? mlfs_registry_get_small_blob(img->reg, d, f, err)
+		       : mlfs_registry_get_manifest(img->reg, d->digest, f, err);
 	if (r == 0 && mlfs_metacache_put(img->cache_dir, f) < 0)
 		log_warn(MLFS_AREA_FETCH, "cannot keep %s in the cache %s", d->digest, img->cache_dir);
 	return r;
@@ -43,7 +43,7 @@ static int fetch_top(struct mlfs_image *img, struct mlfs_fetched *f, struct mlfs
 					    img->canonical, img->cache_dir);
 		return fetch_by_digest(img, &d, false, f, err);
 	}
-	int r = mlfs_registry_get_manifest(img->reg, img->ref.path, mlfs_ref_reference(&img->ref), f, err);
+	int r = mlfs_registry_get_manifest(img->reg, mlfs_ref_reference(&img->ref), f, err);
 	if (r < 0)
 		return r;
 	if (mlfs_metacache_put(img->cache_dir, f) < 0 ||
@@ -145,8 +145,14 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	img->wait_s = opts->wait_s;
 	img->cache_max = opts->cache_max;
 	img->keep_blobs = opts->keep_blobs;
-	struct mlfs_registry_opts ropts = { .insecure = opts->insecure };
-	r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
+	struct mlfs_endpoints eps = { 0 };
+	struct mlfs_mirror_opts mopts = { .registries_conf = opts->registries_conf };
+	r = mlfs_endpoints_for(&img->ref, &mopts, &eps, err);
+	if (r == 0) {
+		struct mlfs_registry_opts ropts = { .insecure = opts->insecure, .endpoints = &eps };
+		r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
+	}
+	mlfs_endpoints_clear(&eps);
 	if (r < 0)
 		goto fail;
 
@@ -242,7 +248,7 @@ int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_f
 					    "without offline", i + 1, d->digest, img->canonical, img->cache_dir);
 		/* Cached: the fetch below reads it from there, without the network. */
 	}
-	int r = mlfs_blob_fetch_observed(img->reg, img->ref.path, d, img->cache_dir, img->wait_s, observe, priv,
+	int r = mlfs_blob_fetch_observed(img->reg, d, img->cache_dir, img->wait_s, observe, priv,
 					 blob_path, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
@@ -264,7 +270,7 @@ int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, si
 				    i + 1, img->canonical, (unsigned long long)offset, len, (long long)d->size);
 	if (__atomic_load_n(&img->ranges_refused, __ATOMIC_RELAXED))
 		return mlfs_err_set(err, ERANGE, "%s does not serve byte ranges", img->ref.domain);
-	int r = mlfs_registry_get_range(img->reg, img->ref.path, d->digest, offset, len, buf, err);
+	int r = mlfs_registry_get_range(img->reg, d->digest, offset, len, buf, err);
 	if (r == -ERANGE)
 		__atomic_store_n(&img->ranges_refused, true, __ATOMIC_RELAXED);
 	return r;
@@ -278,7 +284,7 @@ int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink,
 	if (img->offline)
 		return mlfs_err_set(err, ENOENT, "layer %zu (%s) of %s is not all in the cache and the image was "
 				    "opened offline", i + 1, d->digest, img->canonical);
-	int r = mlfs_registry_get_blob(img->reg, img->ref.path, d->digest, 0, sink, priv, err);
+	int r = mlfs_registry_get_blob(img->reg, d->digest, 0, sink, priv, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;

@@ -2,6 +2,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <jansson.h>
@@ -269,3 +270,79 @@ struct mlfs_policy_decision {
 void mlfs_policy_decide(const struct mlfs_policy *p, const char *identity, struct mlfs_policy_decision *out);
 /* "signedBy GPGKeys keyPath /etc/pki/key.gpg" into buf: for messages. */
 void mlfs_policy_req_describe(const struct mlfs_policy_req *r, char *buf, size_t len);
+
+/* ---- toml.c: the TOML that registries.conf and hosts.toml use ----------- */
+
+enum mlfs_toml_kind { MLFS_TOML_TABLE, MLFS_TOML_ARRAY, MLFS_TOML_STRING, MLFS_TOML_BOOL, MLFS_TOML_INT };
+
+struct mlfs_toml {
+	enum mlfs_toml_kind kind;
+	char *key;             /* its name in its table; NULL for array items and the root */
+	int line;              /* where it was defined, for messages */
+	size_t n;              /* TABLE: members; ARRAY: items */
+	struct mlfs_toml **v;
+	char *str;             /* STRING */
+	bool b;                /* BOOL */
+	int64_t i;             /* INT */
+	bool defined;          /* a table named by a header: a second header is an error */
+	bool closed;           /* an inline table or a static array: nothing can be added */
+	bool of_tables;        /* an array made by [[headers]] */
+};
+
+/* Parses TOML text (the subset toml.c describes); errors are -EINVAL with
+ * "NAME:LINE: what".  The tree is the caller's (mlfs_toml_free). */
+int mlfs_toml_parse(const void *buf, size_t len, const char *name, struct mlfs_toml **out, struct mlfs_err *err);
+void mlfs_toml_free(struct mlfs_toml *t);
+/* A member of a table, or NULL (also when `table` is not a table). */
+const struct mlfs_toml *mlfs_toml_get(const struct mlfs_toml *table, const char *key);
+
+/* ---- regconf.c, hostsconf.c, dockerconf.c: the mirror configuration ----- */
+
+struct mlfs_regconf_mirror {
+	char *location;        /* "host[:port][/path]" */
+	bool insecure;
+	enum mlfs_pull_from pull;
+	char *ca_file;         /* hosts.toml only */
+};
+
+struct mlfs_regconf_registry {
+	char *prefix;          /* what references it applies to ("docker.io", "*.example.com", "a.io/ns/repo") */
+	char *location;        /* rewrite of the prefix; NULL: the prefix itself */
+	bool insecure;
+	bool blocked;
+	bool digest_only;      /* mirror-by-digest-only (the older spelling of pull-from-mirror) */
+	size_t n_mirrors;
+	struct mlfs_regconf_mirror *mirrors;
+	char *source;          /* the file it came from */
+};
+
+struct mlfs_regconf {
+	size_t n;
+	struct mlfs_regconf_registry *v;
+};
+
+void mlfs_regconf_clear(struct mlfs_regconf *c);
+/* One registries.conf (v2) text merged into c: a [[registry]] with the
+ * prefix of one already there replaces it (later files override). */
+int mlfs_regconf_parse(const void *buf, size_t len, const char *name, struct mlfs_regconf *c,
+		       struct mlfs_err *err);
+/* The registry entry for a canonical name ("docker.io/library/busybox"):
+ * the longest matching prefix, wildcards "*.example.com" matching
+ * subdomains' hosts; NULL when none. */
+const struct mlfs_regconf_registry *mlfs_regconf_match(const struct mlfs_regconf *c, const char *name);
+/* The endpoints an entry gives for `name` (mirrors, then the location):
+ * locations rewrite the matched prefix. */
+int mlfs_regconf_endpoints(const struct mlfs_regconf_registry *reg, const char *name,
+			   struct mlfs_endpoints *out, struct mlfs_err *err);
+
+/* containerd hosts.toml text for registry `domain`: its hosts with
+ * "pull" as mirrors (those with "resolve" may also answer tags), then
+ * `server` (default: the domain's own). 0 with out->n == 0: nothing usable. */
+int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const struct mlfs_ref *ref,
+			 struct mlfs_endpoints *out, struct mlfs_err *err);
+/* Docker's daemon.json: registry-mirrors for docker.io references. */
+int mlfs_dockerconf_parse(const void *buf, size_t len, const char *name, const struct mlfs_ref *ref,
+			  struct mlfs_endpoints *out, struct mlfs_err *err);
+/* Adds one endpoint (copies the strings). */
+int mlfs_endpoints_add(struct mlfs_endpoints *e, const char *domain, const char *repo, bool insecure,
+		       bool mirror, enum mlfs_pull_from pull, const char *ca_file);
