@@ -251,9 +251,17 @@ static int fetch_once(struct mlfs_registry *reg, const struct mlfs_descriptor *d
 				    desc->digest, (long long)s.have, (long long)desc->size);
 	}
 	bool mismatch = r == -EBADMSG || (r == 0 && strcmp(got, desc->digest));
-	/* Some of these bytes may have come from a mirror: ask again, from
-	 * the upstream only (the checks below still drop what is here). */
-	bool ask_again = mismatch && from_registry && mlfs_registry_distrust(reg, desc->digest);
+	/* Some of these bytes may have come from a mirror, and they failed
+	 * the digest or the consumer refused them (a tampered layer may break
+	 * its compression before its hash is known): ask again, from the
+	 * upstream only.  The checks below still drop what is here. */
+	bool refused = s.observer_failed && r == -EPIPE && s.have > resumed;
+	bool ask_again = (mismatch || refused) && from_registry && mlfs_registry_distrust(reg, desc->digest);
+	if (refused && ask_again && resumed == 0) {
+		unlink(partial);
+		return mlfs_err_set(err, EAGAIN, "blob %s from a mirror was refused by its reader: dropped, asking "
+				    "the upstream", desc->digest);
+	}
 	/* An observer that failed with -EPIPE refused the bytes; any other
 	 * error (a full disk behind it) says nothing about them. */
 	if (resumed > 0 && (mismatch || (s.observer_failed && r == -EPIPE))) {
