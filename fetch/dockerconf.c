@@ -37,7 +37,8 @@ int mlfs_dockerconf_parse(const void *buf, size_t len, const char *name, const s
 		memcpy(h, host, n);
 		h[n] = '\0';
 		if ((r = mlfs_endpoints_add(out, h, ref->path, plain, true, MLFS_PULL_ALL, NULL)) < 0) {
-			r = mlfs_err_set(err, -r, "out of memory");
+			r = mlfs_err_set(err, -r, r == -EINVAL ? "%s: registry-mirrors[%zu]: not an http(s) URL of a host"
+							     : "%s: out of memory (registry-mirrors[%zu])", name, i);
 			break;
 		}
 	}

@@ -15,6 +15,9 @@
 #include "common/log.h"
 #include "fetch/internal.h"
 
+/* Text from the file, fit for a one-line message. */
+#define SHOW(k) mlfs_printable((k), (char[256]){ 0 }, 256)
+
 /* "https://host:port" -> host:port, and whether it said http. */
 static int url_host(const char *url, char *host, size_t len, bool *plain, bool *has_path)
 {
@@ -75,16 +78,17 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 		char host[512];
 		bool plain, has_path, pull, resolve, skip_verify = false;
 		if (h->kind != MLFS_TOML_TABLE) {
-			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" must be a table", name, h->line, h->key);
+			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" must be a table", name, h->line, SHOW(h->key));
 			break;
 		}
 		if (url_host(h->key, host, sizeof host, &plain, &has_path) < 0) {
-			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" is not an http(s) URL", name, h->line, h->key);
+			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" is not an http(s) URL", name, h->line,
+					 SHOW(h->key));
 			break;
 		}
 		if (has_path) {
 			log_warn(MLFS_AREA_FETCH, "%s:%d: host \"%s\" has a path (override_path): not supported, skipped",
-				 name, h->line, h->key);
+				 name, h->line, SHOW(h->key));
 			continue;
 		}
 		if ((r = caps_of(name, h, &pull, &resolve, err)) < 0)
@@ -108,7 +112,11 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 		if (!pull && !resolve)
 			continue; /* push-only */
 		enum mlfs_pull_from mode = !resolve ? MLFS_PULL_DIGEST_ONLY : !pull ? MLFS_PULL_TAG_ONLY : MLFS_PULL_ALL;
-		if ((r = mlfs_endpoints_add(out, host, ref->path, plain || skip_verify, true, mode, ca_file)) < 0)
+		r = mlfs_endpoints_add(out, host, ref->path, plain || skip_verify, true, mode, ca_file);
+		if (r == -EINVAL)
+			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" is not an http(s) URL", name, h->line,
+					 SHOW(h->key));
+		else if (r < 0)
 			r = mlfs_err_set(err, -r, "out of memory");
 	}
 	if (r == 0) {
@@ -122,7 +130,8 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 					 s->line);
 		else if ((r = mlfs_endpoints_add(out, s ? host : ref->domain, ref->path, plain, false, MLFS_PULL_ALL,
 						 NULL)) < 0)
-			r = mlfs_err_set(err, -r, "out of memory");
+			r = mlfs_err_set(err, -r, r == -EINVAL ? "%s: \"server\" is not an http(s) URL of a host"
+							     : "%s: out of memory", name);
 	}
 	mlfs_toml_free(root);
 	return r;

@@ -343,6 +343,7 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 /* Docker's daemon.json: registry-mirrors for docker.io references. */
 int mlfs_dockerconf_parse(const void *buf, size_t len, const char *name, const struct mlfs_ref *ref,
 			  struct mlfs_endpoints *out, struct mlfs_err *err);
-/* Adds one endpoint (copies the strings). */
+/* Adds one endpoint (copies the strings); -EINVAL when domain is not a
+ * host[:port] or repo not a repository path. */
 int mlfs_endpoints_add(struct mlfs_endpoints *e, const char *domain, const char *repo, bool insecure,
 		       bool mirror, enum mlfs_pull_from pull, const char *ca_file);

@@ -37,9 +37,24 @@ void mlfs_endpoints_clear(struct mlfs_endpoints *e)
 	memset(e, 0, sizeof *e);
 }
 
+/* What goes into a URL: a host[:port] (or [v6]:port) and a repository
+ * path, nothing that could become userinfo, a query or another path. */
+static bool valid_domain(const char *s)
+{
+	return *s && strlen(s) < 256 && s[strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")] == '\0';
+}
+
+static bool valid_repo(const char *s)
+{
+	return *s && *s != '/' && strlen(s) < 1024 && !strstr(s, "//") && !strstr(s, "..") &&
+	       s[strlen(s) - 1] != '/' && s[strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789._-/")] == '\0';
+}
+
 int mlfs_endpoints_add(struct mlfs_endpoints *e, const char *domain, const char *repo, bool insecure, bool mirror,
 		       enum mlfs_pull_from pull, const char *ca_file)
 {
+	if (!valid_domain(domain) || !valid_repo(repo))
+		return -EINVAL;
 	struct mlfs_endpoint *nv = realloc(e->v, (e->n + 1) * sizeof *nv);
 	if (!nv)
 		return -ENOMEM;
@@ -174,7 +189,7 @@ static int from_registries_conf(const char *root, const char *home, const char *
 	const struct mlfs_regconf_registry *m = r == 0 ? mlfs_regconf_match(&conf, name) : NULL;
 	if (m && m->blocked)
 		r = mlfs_err_set(err, EACCES, "%s: the registry is blocked by %s ([[registry]] prefix \"%s\", "
-				 "blocked = true)", name, m->source, m->prefix);
+				 "blocked = true)", name, m->source, mlfs_printable(m->prefix, (char[256]){ 0 }, 256));
 	else if (m && (r = mlfs_regconf_endpoints(m, name, out, err)) == 0 && !(out->source = strdup(m->source)))
 		r = mlfs_err_set(err, ENOMEM, "out of memory");
 	mlfs_regconf_clear(&conf);

@@ -15,6 +15,9 @@
 
 #include "fetch/internal.h"
 
+/* Text from the file, fit for a one-line message. */
+#define SHOW(k) mlfs_printable((k), (char[256]){ 0 }, 256)
+
 struct ctx {
 	const char *name;
 	struct mlfs_err *err;
@@ -36,7 +39,7 @@ static int get_location(const struct ctx *c, const struct mlfs_toml *t, const ch
 		return mlfs_err_set(c->err, EINVAL, "%s:%d: \"%s\" must be a string", c->name, v->line, key);
 	if (!strncmp(v->str, "http://", 7) || !strncmp(v->str, "https://", 8))
 		return mlfs_err_set(c->err, EINVAL, "%s:%d: invalid %s \"%s\": URI schemes are not supported", c->name,
-				    v->line, key, v->str);
+				    v->line, key, SHOW(v->str));
 	size_t n = strlen(v->str);
 	while (n && v->str[n - 1] == '/')
 		n--;
@@ -104,7 +107,7 @@ static int parse_mirror(const struct ctx *c, const struct mlfs_toml *t, bool dig
 		m->pull = MLFS_PULL_TAG_ONLY;
 	else
 		return mlfs_err_set(c->err, EINVAL, "%s:%d: unsupported pull-from-mirror value \"%s\" (all, digest-only "
-				    "or tag-only)", c->name, p->line, p->str);
+				    "or tag-only)", c->name, p->line, SHOW(p->str));
 	return 0;
 }
 
@@ -260,13 +263,11 @@ static int add_rewritten(struct mlfs_endpoints *out, const char *location, const
 				location[dl] ? rest : (*rest == '/' ? rest + 1 : rest)) < 0) {
 		repo = NULL;
 		r = mlfs_err_set(err, ENOMEM, "out of memory");
-	} else if (!*domain || !*repo || *repo == '/') {
+	} else if ((r = mlfs_endpoints_add(out, domain, repo, insecure, mirror, pull, ca_file)) == -EINVAL) {
 		r = mlfs_err_set(err, EINVAL, "%s: location \"%s\" does not name a registry host and repository for "
-				 "this reference", source, location);
-	} else {
-		r = mlfs_endpoints_add(out, domain, repo, insecure, mirror, pull, ca_file);
-		if (r < 0)
-			mlfs_err_set(err, -r, "out of memory");
+				 "this reference", source, SHOW(location));
+	} else if (r < 0) {
+		r = mlfs_err_set(err, -r, "out of memory");
 	}
 	free(domain);
 	free(repo);
@@ -278,7 +279,7 @@ int mlfs_regconf_endpoints(const struct mlfs_regconf_registry *reg, const char *
 {
 	long m = prefix_match(name, reg->prefix);
 	if (m < 0)
-		return mlfs_err_set(err, EINVAL, "%s does not match the prefix %s", name, reg->prefix);
+		return mlfs_err_set(err, EINVAL, "%s does not match the prefix %s", name, SHOW(reg->prefix));
 	const char *rest = name + m;
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < reg->n_mirrors; i++) {

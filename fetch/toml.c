@@ -44,6 +44,9 @@ static int bad(struct parser *ps, const char *fmt, ...)
 	return mlfs_err_set(ps->err, EINVAL, "%s:%d: %s", ps->name, ps->line, what);
 }
 
+/* A key from the file, fit for a one-line message. */
+#define SHOW(k) mlfs_printable((k), (char[256]){ 0 }, 256)
+
 static int oom(struct parser *ps)
 {
 	return mlfs_err_set(ps->err, ENOMEM, "%s: out of memory", ps->name);
@@ -483,7 +486,7 @@ static int descend(struct parser *ps, struct mlfs_toml *t, const char *key, stru
 	} else if (c->kind == MLFS_TOML_ARRAY && c->of_tables && c->n) {
 		c = c->v[c->n - 1];
 	} else if (c->kind != MLFS_TOML_TABLE || c->closed) {
-		return bad(ps, "\"%s\" is already defined (line %d) and is not a table that can be extended", key,
+		return bad(ps, "\"%s\" is already defined (line %d) and is not a table that can be extended", SHOW(key),
 			   c->line);
 	}
 	*out = c;
@@ -503,11 +506,11 @@ static int parse_keyval_into(struct parser *ps, struct mlfs_toml *table, int dep
 	for (size_t i = 0; r == 0 && i + 1 < k.n; i++)
 		r = descend(ps, t, k.part[i], &t);
 	if (r == 0 && mlfs_toml_get(t, k.part[k.n - 1]))
-		r = bad(ps, "key \"%s\" is defined twice", k.part[k.n - 1]);
+		r = bad(ps, "key \"%s\" is defined twice", SHOW(k.part[k.n - 1]));
 	if (r == 0) {
 		skip_ws(ps);
 		if (ps->p >= ps->end || *ps->p != '=')
-			r = bad(ps, "expected '=' after the key \"%s\"", k.part[k.n - 1]);
+			r = bad(ps, "expected '=' after the key \"%s\"", SHOW(k.part[k.n - 1]));
 		else
 			ps->p++;
 	}
@@ -555,7 +558,8 @@ static int parse_header(struct parser *ps, struct mlfs_toml *root, struct mlfs_t
 				return r;
 			}
 		} else if (c->kind != MLFS_TOML_ARRAY || !c->of_tables) {
-			r = bad(ps, "\"%s\" is already defined (line %d) and is not an array of tables", last, c->line);
+			r = bad(ps, "\"%s\" is already defined (line %d) and is not an array of tables", SHOW(last),
+				c->line);
 			key_clear(&k);
 			return r;
 		}
@@ -577,7 +581,7 @@ static int parse_header(struct parser *ps, struct mlfs_toml *root, struct mlfs_t
 		r = node_add(ps, t, c);
 		*cur = c;
 	} else if (c->kind != MLFS_TOML_TABLE || c->closed || c->defined) {
-		r = bad(ps, "table \"%s\" is defined twice (first on line %d)", last, c->line);
+		r = bad(ps, "table \"%s\" is defined twice (first on line %d)", SHOW(last), c->line);
 	} else {
 		c->defined = true; /* made implicitly by an earlier [last.x] */
 		*cur = c;

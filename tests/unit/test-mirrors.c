@@ -212,6 +212,15 @@ static void test_conf_errors(void)
 		{ "[[registry]]\nlocation = \"a.io\"\npull-from-mirror = \"all\"\n",
 		  "registries.conf:3: pull-from-mirror must not be set for a non-mirror registry" },
 		{ "[[registry]\n", "registries.conf:1: expected ']]' to end the table header" },
+		{ "[[registry]]\nprefix = \"docker.io\"\nlocation = \"user@evil.example\"\n",
+		  "registries.conf: location \"user@evil.example\" does not name a registry host and repository for "
+		  "this reference" },
+		{ "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\n"
+		  "location = \"m.example/Upper\"\n",
+		  "registries.conf: location \"m.example/Upper\" does not name a registry host and repository for "
+		  "this reference" },
+		{ "[[registry]]\n\"pre\\nfix\" = 1\n\"pre\\nfix\" = 2\n",
+		  "registries.conf:3: key \"pre\\x0afix\" is defined twice" },
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		put("etc/containers/registries.conf", bad[i].text);
