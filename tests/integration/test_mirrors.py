@@ -207,7 +207,7 @@ def test_digest_only_mirror(mlfs, fleet, front, tmp_path):
     """pull-from-mirror = "digest-only": the tag is resolved upstream, never
     asked of the mirror; what is asked by digest goes to the mirror."""
     env = conf(tmp_path, [(front.host, "digest-only")], fleet.upstream)
-    r = mlfs("--debug=fetch", "inspect", "%s/%s:latest" % (fleet.upstream.host, REPO), "--platform", PLATFORM,
+    r = mlfs("inspect", "%s/%s:latest" % (fleet.upstream.host, REPO), "--platform", PLATFORM, "--debug=fetch",
              env_extra=env)
     assert r.rc == 0, describe(r)
     assert not front.requests(r"/manifests/latest"), "the tag was asked of a digest-only mirror"
