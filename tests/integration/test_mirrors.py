@@ -14,6 +14,7 @@ etc/containers/registries.conf), never in the machine's /etc.
 """
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -261,3 +262,26 @@ def test_dead_mirror_and_hosts_toml(mlfs, fleet, tmp_path):
     assert "mirror %s failed, trying the next endpoint" % dead in r.stderr, r.stderr
     assert "skipping mirror %s: it could not be reached a moment ago" % dead in r.stderr, r.stderr
     assert time.monotonic() - t0 < 20
+
+
+def test_location_rewrite_as_skopeo_reads_it(mlfs, fleet, front, tmp_path):
+    """A prefix of a name that exists nowhere, rewritten by `location` to the
+    upstream, with the mirror rewritten the same way: mlfs and skopeo (which
+    reads the same file) resolve the reference to the same index, and mlfs
+    got it through the mirror."""
+    env = conf(tmp_path, [], fleet.upstream)
+    f = tmp_path / "rewrite.conf"
+    f.write_text('[[registry]]\nprefix = "mlfs-alias.test/apps"\nlocation = "%s/lib"\ninsecure = true\n'
+                 '[[registry.mirror]]\nlocation = "%s/lib"\ninsecure = true\n' % (fleet.upstream.host, front.host))
+    ref = "mlfs-alias.test/apps/demo:latest"
+    r = mlfs("inspect", ref, "--json", "--registries-conf", str(f), "--platform", PLATFORM, env_extra=env)
+    assert r.rc == 0, describe(r)
+    got = json.loads(r.stdout)
+    assert front.requests(r"^/v2/lib/demo/manifests/latest$"), "the rewritten mirror was not asked"
+    # skopeo runs with our HOME (no drop-ins there); the machine's
+    # registries.conf.d has no entry for this prefix.
+    sk = subprocess.run(["skopeo", "--insecure-policy", "--registries-conf", str(f), "inspect", "--raw",
+                         "--authfile", env["REGISTRY_AUTH_FILE"], "docker://" + ref],
+                        capture_output=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)))
+    assert sk.returncode == 0, sk.stderr.decode()
+    assert got["index_digest"] == "sha256:" + hashlib.sha256(sk.stdout).hexdigest() == fleet.demo.index["digest"]
