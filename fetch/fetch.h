@@ -404,6 +404,10 @@ int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, st
  * layers; -ENOENT with a message when the image was opened offline. */
 int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, size_t len, void *buf,
 			   struct mlfs_err *err);
+/* Bytes of layer i's blob from mlfs_image_layer_range() failed their check:
+ * the mirrors are not asked for this blob again.  True when that changes
+ * where the next range comes from (worth reading again). */
+bool mlfs_image_layer_distrust(struct mlfs_image *img, size_t i);
 /* Layer i's whole blob streamed to sink, not cached (a seekable layer's
  * fill: its chunks are what is kept); -ENOENT when offline. */
 int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink, void *priv, struct mlfs_err *err);

@@ -289,3 +289,10 @@ int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink,
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;
 }
+
+bool mlfs_image_layer_distrust(struct mlfs_image *img, size_t i)
+{
+	if (i >= img->manifest->n_layers || img->offline)
+		return false;
+	return mlfs_registry_distrust(img->reg, img->manifest->layers[i].digest);
+}
