@@ -285,3 +285,27 @@ def test_location_rewrite_as_skopeo_reads_it(mlfs, fleet, front, tmp_path):
                         capture_output=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)))
     assert sk.returncode == 0, sk.stderr.decode()
     assert got["index_digest"] == "sha256:" + hashlib.sha256(sk.stdout).hexdigest() == fleet.demo.index["digest"]
+
+
+def test_seekable_chunk_tampered_on_the_mirror(mounter, mlfs_env, seekable, seekable_clone, tmp_path):
+    """A mount of an eStargz image whose mirror (a copy of the upstream) has
+    one chunk of the big file wrong: the read returns the right bytes (the
+    chunk read again from the upstream), and only the verified chunk is
+    kept."""
+    from test_seekable import BIG, layers_of, present_map, read_one, reference_bytes
+    upstream = seekable["registry"]
+    mirror = seekable_clone()
+    lower, _ = layers_of(seekable, "estargz")
+    bad = lower.files[BIG][1]
+    mirror.corrupt_blob(lower.digest, bad["start"] + (bad["end"] - bad["start"]) // 2)
+    root = tmp_path / "root" / "etc" / "containers"
+    root.mkdir(parents=True)
+    (root / "registries.conf").write_text('[[registry]]\nlocation = "%s"\n[[registry.mirror]]\nlocation = "%s"\n'
+                                          % (upstream.host, mirror.host))
+    m = mounter.mount(upstream.host + "/estargz:latest", "timeout=20", foreground=True,
+                      env_extra={"MLFS_CONFIG_ROOT": str(tmp_path / "root")})
+    data, err = read_one(m.path(BIG))
+    assert err is None and data == reference_bytes(seekable, BIG), (err, m.stderr())
+    assert present_map(mlfs_env, lower)[bad["index"]] == 1
+    assert "did not verify: reading them again from the upstream" in m.stderr(), m.stderr()
+    assert mirror.blob_gets(lower.digest) > 0, "the mirror was not used"
