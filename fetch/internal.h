@@ -1,9 +1,11 @@
 /* fetch/ internals shared between its files; not part of the module's API. */
 #pragma once
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -71,6 +73,45 @@ bool mlfs_http_insecure(const struct mlfs_http *http);
 
 /* Scheme and host (no port, IPv6 with brackets) of a URL, as curl parses it. */
 int mlfs_url_scheme_host(const char *url, char *scheme, size_t slen, char *host, size_t hlen);
+
+/* ---- endpoint.c: one host's client (mirror or upstream) ---------------- */
+
+/* One host that can serve the repository: a mirror, or the upstream.
+ * Each has its own HTTP client (whose home host is this endpoint, so a
+ * redirect or a token never carries its credentials elsewhere), its own
+ * credentials (looked up under its own name) and its own learnt auth. */
+struct mlfs_epclient {
+	char *domain;           /* credentials and certs.d are keyed by it */
+	char *api_host;         /* registry-1.docker.io for docker.io */
+	char *repo;             /* the repository's path on this host */
+	bool insecure;
+	bool mirror;
+	enum mlfs_pull_from pull;
+	struct mlfs_http *http;
+	struct mlfs_token_cache *tokens;
+
+	pthread_mutex_t lock;   /* protects everything below */
+	char *scheme;           /* "https" or "http"; may fall back once for insecure hosts */
+	bool creds_loaded;
+	struct mlfs_creds creds;
+	struct mlfs_challenge challenge; /* the last one seen, scheme "" until a 401 */
+	struct timespec down_until; /* a mirror that could not be reached is skipped until then */
+};
+
+/* Sets up ep for spec (its certs.d CAs and client certificate, the
+ * spec's CA file); on failure ep still needs mlfs_epclient_clear(). */
+int mlfs_epclient_init(struct mlfs_epclient *ep, const struct mlfs_endpoint *spec,
+		       const struct mlfs_registry_opts *opts, struct mlfs_err *err);
+void mlfs_epclient_clear(struct mlfs_epclient *ep);
+/* One authenticated request to this host (url_path: "/v2/..."): bare or
+ * with the known header first, then at most two answers to 401.  Status
+ * errors are mapped here; resp->delivered counts what the sink got in all
+ * rounds, so the next endpoint may continue from there. */
+int mlfs_epclient_send(struct mlfs_epclient *ep, const char *what, const char *url_path,
+		       struct mlfs_http_request *req, struct mlfs_http_response *resp, struct mlfs_err *err);
+/* A mirror that could not be reached is skipped for a while. */
+bool mlfs_epclient_down(struct mlfs_epclient *ep);
+void mlfs_epclient_mark_down(struct mlfs_epclient *ep);
 
 /* ---- netpolicy.c: which destinations a request may reach ---------------- */
 

@@ -1,182 +1,31 @@
-/* The registry's /v2/ API: manifests and blobs, with the auth dance.
- *
- * Auth is learnt, not configured: the first request goes out bare, a 401
- * names the scheme (Bearer with a realm, or Basic), and from then on every
- * request of this client carries the right header up front, so a mount
- * pays the challenge round trip once, not per blob.  Credentials are read
- * only when a registry asks for them: credential helpers can be slow, and
- * anonymous pulls need none. */
-#include <dirent.h>
+/* The registry's /v2/ API for one reference: manifests and blobs, each
+ * request walked over the reference's endpoints (mirrors, then the
+ * upstream; fetch/mirrors.c builds the list, fetch/endpoint.c talks to
+ * each host). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <openssl/crypto.h>
 
-#include "common/cleanup.h"
 #include "common/log.h"
 #include "fetch/internal.h"
-
-#define DEFAULT_CERTS_DIRS "/etc/docker/certs.d:/etc/containers/certs.d"
-
-/* One host that can serve the repository: a mirror, or the upstream.
- * Each has its own HTTP client (whose home host is this endpoint, so a
- * redirect or a token never carries its credentials elsewhere), its own
- * credentials (looked up under its own name) and its own learnt auth. */
-struct endpoint {
-	char *domain;           /* credentials and certs.d are keyed by it */
-	char *api_host;         /* registry-1.docker.io for docker.io */
-	char *repo;             /* the repository's path on this host */
-	bool insecure;
-	bool mirror;
-	enum mlfs_pull_from pull;
-	struct mlfs_http *http;
-	struct mlfs_token_cache *tokens;
-
-	pthread_mutex_t lock;   /* protects everything below */
-	char *scheme;           /* "https" or "http"; may fall back once for insecure hosts */
-	bool creds_loaded;
-	struct mlfs_creds creds;
-	struct mlfs_challenge challenge; /* the last one seen, scheme "" until a 401 */
-	struct timespec down_until; /* a mirror that could not be reached is skipped until then */
-};
 
 /* A mirror that served bytes not matching their digest is not asked for
  * that digest again; past this many, mirrors are not asked at all. */
 #define MAX_DISTRUSTED 64
-/* A mirror that cannot be reached is left alone this long, so a dead one
- * costs one timeout, not one per request. */
-#define MIRROR_DOWN_S 30
 
 struct mlfs_registry {
 	char *domain;           /* the reference's, for messages */
 	bool insecure;
 	size_t n;               /* mirrors first, the upstream last; n >= 1 */
-	struct endpoint *ep;
+	struct mlfs_epclient *ep;
 
 	pthread_mutex_t lock;   /* protects everything below */
 	size_t n_distrusted;
 	char distrusted[MAX_DISTRUSTED][MLFS_DIGEST_MAX];
 	bool mirrors_off;       /* too many mismatches: upstream only */
 };
-
-/* A PEM file's text appended to *ca_pem (extra CAs). */
-static void load_ca_file(const char *path, char **ca_pem, size_t *ca_len)
-{
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	char buf[8192];
-	size_t got, before = *ca_len;
-	while (f && (got = fread(buf, 1, sizeof buf, f)) > 0) {
-		/* +2: the separating newline and the NUL. */
-		char *nb = realloc(*ca_pem, *ca_len + got + 2);
-		if (!nb)
-			break;
-		*ca_pem = nb;
-		memcpy(*ca_pem + *ca_len, buf, got);
-		*ca_len += got;
-		(*ca_pem)[*ca_len] = '\0';
-	}
-	if (*ca_len > before) {
-		(*ca_pem)[(*ca_len)++] = '\n';
-		(*ca_pem)[*ca_len] = '\0';
-		log_debug(MLFS_AREA_FETCH, "trusting CA %s", path);
-	} else if (!f) {
-		log_warn(MLFS_AREA_FETCH, "cannot read the CA file %s: %s", path, strerror(errno));
-	}
-}
-
-/* certs.d/<host>/: *.crt are extra CAs, NAME.cert + NAME.key a client cert
- * (Docker's and containers' layout). */
-static void load_certs_dir(const char *dir, char **ca_pem, size_t *ca_len, char **cert, char **key)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		size_t n = strlen(de->d_name);
-		char path[4096];
-		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-		if (n > 4 && !strcmp(de->d_name + n - 4, ".crt")) {
-			load_ca_file(path, ca_pem, ca_len);
-		} else if (n > 5 && !strcmp(de->d_name + n - 5, ".cert") && !*cert) {
-			char keypath[4096];
-			snprintf(keypath, sizeof keypath, "%s/%.*s.key", dir, (int)(n - 5), de->d_name);
-			if (access(keypath, R_OK) == 0) {
-				*cert = strdup(path);
-				*key = strdup(keypath);
-			}
-		}
-	}
-	closedir(d);
-}
-
-static void endpoint_clear(struct endpoint *ep)
-{
-	mlfs_http_free(ep->http);
-	mlfs_token_cache_free(ep->tokens);
-	mlfs_creds_clear(&ep->creds);
-	mlfs_challenge_clear(&ep->challenge);
-	pthread_mutex_destroy(&ep->lock);
-	free(ep->scheme);
-	free(ep->domain);
-	free(ep->api_host);
-	free(ep->repo);
-}
-
-static int endpoint_init(struct endpoint *ep, const struct mlfs_endpoint *spec,
-			 const struct mlfs_registry_opts *opts, struct mlfs_err *err)
-{
-	pthread_mutex_init(&ep->lock, NULL);
-	ep->domain = strdup(spec->domain);
-	ep->api_host = strdup(spec->host);
-	ep->repo = strdup(spec->repo);
-	ep->insecure = spec->insecure || opts->insecure;
-	ep->mirror = spec->mirror;
-	ep->pull = spec->pull;
-	ep->scheme = strdup(mlfs_host_is_loopback(spec->host) ? "http" : "https");
-
-	_cleanup_free_ char *ca_pem = NULL, *cert = NULL, *key = NULL;
-	size_t ca_len = 0;
-	_cleanup_free_ char *dirs = strdup(opts->certs_dirs ? opts->certs_dirs : DEFAULT_CERTS_DIRS);
-	if (!ep->domain || !ep->api_host || !ep->repo || !ep->scheme || !dirs)
-		return mlfs_err_set(err, ENOMEM, "out of memory");
-	char *save = NULL;
-	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		char path[4096];
-		snprintf(path, sizeof path, "%s/%s", d, ep->domain);
-		load_certs_dir(path, &ca_pem, &ca_len, &cert, &key);
-		if (strcmp(ep->domain, ep->api_host)) {
-			snprintf(path, sizeof path, "%s/%s", d, ep->api_host);
-			load_certs_dir(path, &ca_pem, &ca_len, &cert, &key);
-		}
-	}
-	if (spec->ca_file)
-		load_ca_file(spec->ca_file, &ca_pem, &ca_len);
-
-	struct mlfs_http_opts hopts = {
-		.connect_timeout_s = opts->connect_timeout_s,
-		.low_speed_time_s = opts->low_speed_time_s,
-		/* A mirror is one of several ways: fail over soon, not after
-		 * the backoff the last endpoint deserves. */
-		.max_retries = spec->mirror ? 1 : opts->max_retries,
-		.verify_tls = !ep->insecure,
-		.ca_pem = ca_pem,
-		.client_cert = cert,
-		.client_key = key,
-		.home_host = ep->api_host,
-		.any_destination = ep->insecure,
-	};
-	int r = mlfs_http_new(&hopts, &ep->http);
-	if (r == 0)
-		r = mlfs_token_cache_new(&ep->tokens);
-	if (r < 0)
-		return mlfs_err_set(err, -r, "cannot set up HTTP for %s", spec->domain);
-	return 0;
-}
 
 int mlfs_registry_new(const struct mlfs_ref *ref, const struct mlfs_registry_opts *opts,
 		      struct mlfs_registry **out, struct mlfs_err *err)
@@ -207,7 +56,7 @@ int mlfs_registry_new(const struct mlfs_ref *ref, const struct mlfs_registry_opt
 	}
 	for (size_t i = 0; i < n; i++) {
 		reg->n = i + 1;
-		int r = endpoint_init(&reg->ep[i], &specs[i], opts, err);
+		int r = mlfs_epclient_init(&reg->ep[i], &specs[i], opts, err);
 		if (r < 0) {
 			mlfs_registry_free(reg);
 			return r;
@@ -233,7 +82,7 @@ void mlfs_registry_free(struct mlfs_registry *reg)
 	if (!reg)
 		return;
 	for (size_t i = 0; i < reg->n; i++)
-		endpoint_clear(&reg->ep[i]);
+		mlfs_epclient_clear(&reg->ep[i]);
 	free(reg->ep);
 	pthread_mutex_destroy(&reg->lock);
 	free(reg->domain);
@@ -280,178 +129,6 @@ void mlfs_fetched_clear(struct mlfs_fetched *f)
 	memset(f, 0, sizeof *f);
 }
 
-/* The credentials for this registry, looked up once. */
-static int registry_creds(struct endpoint *ep, struct mlfs_creds *out, struct mlfs_err *err)
-{
-	pthread_mutex_lock(&ep->lock);
-	bool loaded = ep->creds_loaded;
-	pthread_mutex_unlock(&ep->lock);
-	if (!loaded) {
-		/* A credential helper may take seconds: not under the lock.  Two
-		 * threads may both ask it; the first answer is kept. */
-		struct mlfs_creds c = { 0 };
-		int r = mlfs_creds_lookup(ep->domain, &c, err);
-		if (r < 0)
-			return r;
-		pthread_mutex_lock(&ep->lock);
-		if (!ep->creds_loaded) {
-			ep->creds = c;
-			ep->creds_loaded = true;
-			memset(&c, 0, sizeof c);
-		}
-		pthread_mutex_unlock(&ep->lock);
-		mlfs_creds_clear(&c);
-	}
-	pthread_mutex_lock(&ep->lock);
-	*out = ep->creds; /* shallow: owned by reg, never changed once loaded */
-	pthread_mutex_unlock(&ep->lock);
-	return 0;
-}
-
-/* Authorization for the next request, from what the registry said last. */
-static int auth_header(struct endpoint *ep, const char *scope, bool force, char **hdr,
-		       struct mlfs_err *err)
-{
-	struct mlfs_challenge ch = { 0 };
-	pthread_mutex_lock(&ep->lock);
-	snprintf(ch.scheme, sizeof ch.scheme, "%s", ep->challenge.scheme);
-	ch.realm = ep->challenge.realm ? strdup(ep->challenge.realm) : NULL;
-	ch.service = ep->challenge.service ? strdup(ep->challenge.service) : NULL;
-	pthread_mutex_unlock(&ep->lock);
-
-	int r = 0;
-	*hdr = NULL;
-	if (!ch.scheme[0])
-		goto out;
-	struct mlfs_creds creds;
-	r = registry_creds(ep, &creds, err);
-	if (r < 0)
-		goto out;
-	if (!strcmp(ch.scheme, "bearer")) {
-		r = mlfs_token_get(ep->tokens, ep->http, &ch, scope, &creds, force, hdr, err);
-	} else if (!strcmp(ch.scheme, "basic")) {
-		if (!creds.username || !creds.secret)
-			r = mlfs_err_set(err, EACCES,
-					 "unauthorized: %s needs credentials: log in with `docker login %s`, or set "
-					 "REGISTRY_AUTH_FILE", ep->domain, ep->domain);
-		else if (!(*hdr = mlfs_basic_auth_header(creds.username, creds.secret)))
-			r = mlfs_err_set(err, ENOMEM, "out of memory");
-	} else {
-		r = mlfs_err_set(err, EPROTONOSUPPORT, "%s asks for unsupported authentication \"%s\"",
-				 ep->domain, ch.scheme);
-	}
-out:
-	mlfs_challenge_clear(&ch);
-	return r;
-}
-
-static void remember_challenge(struct endpoint *ep, struct mlfs_challenge *ch)
-{
-	pthread_mutex_lock(&ep->lock);
-	mlfs_challenge_clear(&ep->challenge);
-	ep->challenge = *ch;
-	memset(ch, 0, sizeof *ch);
-	pthread_mutex_unlock(&ep->lock);
-}
-
-static int status_error(struct endpoint *ep, const struct mlfs_http_response *resp,
-			const char *what, bool sent_auth, struct mlfs_err *err)
-{
-	char text[512];
-	mlfs_registry_error_text(resp->body, resp->body_len, text, sizeof text);
-	const char *sep = text[0] ? ": " : "";
-	switch (resp->status) {
-	case 401:
-		return mlfs_err_set(err, EACCES, "unauthorized: %s refused %s for %s%s%s: check your credentials "
-				    "(docker login %s, or REGISTRY_AUTH_FILE)", ep->domain,
-				    sent_auth ? "the credentials" : "anonymous access", what, sep, text, ep->domain);
-	case 403:
-		return mlfs_err_set(err, EACCES, "denied: %s does not allow pulling %s%s%s", ep->domain, what,
-				    sep, text);
-	case 404:
-		return mlfs_err_set(err, ENOENT, "not found: %s%s%s: check the repository name and tag", what,
-				    sep, text);
-	case 429:
-		return mlfs_err_set(err, EAGAIN, "%s: too many requests to %s: try again later%s%s", what,
-				    ep->domain, sep, text);
-	default:
-		return mlfs_err_set(err, EIO, "%s: HTTP %ld from %s%s%s", what, resp->status, ep->domain, sep,
-				    text);
-	}
-}
-
-/* One authenticated request to this registry: bare or with the known
- * header first, then at most two answers to 401 (learn the scheme; renew
- * a refused token).  Status errors are mapped here. */
-static int registry_send(struct endpoint *ep, const char *what, const char *url_path,
-			 struct mlfs_http_request *req, struct mlfs_http_response *resp, struct mlfs_err *err)
-{
-	char scope[1024];
-	snprintf(scope, sizeof scope, "repository:%s:pull", ep->repo);
-	_cleanup_free_ char *hdr = NULL;
-	int r = auth_header(ep, scope, false, &hdr, err);
-	if (r < 0)
-		return r;
-	/* A sink already fed by an earlier round (a token that expired in the
-	 * middle of a download) continues where it stopped. */
-	off_t base = req->range_start, got = 0;
-	for (int round = 0;; round++) {
-		char url[4096];
-		pthread_mutex_lock(&ep->lock);
-		snprintf(url, sizeof url, "%s://%s%s", ep->scheme, ep->api_host, url_path);
-		pthread_mutex_unlock(&ep->lock);
-		req->url = url;
-		req->authorization = hdr;
-		req->range_start = base + got;
-		r = mlfs_http_send(ep->http, req, resp, err);
-		got += resp->delivered;
-		if (r == -ECONNABORTED && ep->insecure && round == 0) {
-			/* Docker's rule for insecure registries: HTTPS first, then plain HTTP. */
-			pthread_mutex_lock(&ep->lock);
-			bool switched = !strcmp(ep->scheme, "https");
-			if (switched) {
-				free(ep->scheme);
-				ep->scheme = strdup("http");
-			}
-			pthread_mutex_unlock(&ep->lock);
-			if (switched) {
-				log_info(MLFS_AREA_FETCH, "%s: no TLS, falling back to plain HTTP (insecure)", ep->domain);
-				continue;
-			}
-		}
-		if (r < 0)
-			goto out;
-		if (resp->status != 401 || round >= 2)
-			break;
-		struct mlfs_challenge ch = { 0 };
-		if (!resp->www_authenticate || mlfs_challenge_parse(resp->www_authenticate, &ch) < 0) {
-			mlfs_challenge_clear(&ch);
-			break;
-		}
-		bool had = hdr != NULL;
-		bool basic_refused = had && !strcmp(ch.scheme, "basic");
-		remember_challenge(ep, &ch);
-		if (basic_refused)
-			break;
-		free(hdr);
-		hdr = NULL;
-		r = auth_header(ep, scope, had, &hdr, err);
-		if (r < 0)
-			goto out;
-		if (!hdr)
-			break;
-	}
-	if (resp->status != 200 && resp->status != 206)
-		r = status_error(ep, resp, what, hdr != NULL, err);
-out:
-	if (hdr)
-		OPENSSL_cleanse(hdr, strlen(hdr));
-	/* What the sink got in all rounds: the next endpoint resumes there. */
-	resp->delivered = got;
-	req->range_start = base;
-	return r;
-}
-
 /* Bodies fetched whole (manifests, configs) are checked here: the size
  * cap, then the digest, which is the only thing that makes them trusted. */
 static int verify_body(const struct mlfs_http_response *resp, const char *expect_digest,
@@ -487,33 +164,14 @@ static int verify_body(const struct mlfs_http_response *resp, const char *expect
  * the user reads.  Bounded: each endpoint once, each with its own retries
  * (one for a mirror). */
 
-typedef int (*try_fn)(struct endpoint *ep, void *ctx, struct mlfs_err *err);
-
-static bool endpoint_down(struct endpoint *ep)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	pthread_mutex_lock(&ep->lock);
-	bool down = now.tv_sec < ep->down_until.tv_sec;
-	pthread_mutex_unlock(&ep->lock);
-	return down;
-}
-
-static void endpoint_mark_down(struct endpoint *ep)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	pthread_mutex_lock(&ep->lock);
-	ep->down_until.tv_sec = now.tv_sec + MIRROR_DOWN_S;
-	pthread_mutex_unlock(&ep->lock);
-}
+typedef int (*try_fn)(struct mlfs_epclient *ep, void *ctx, struct mlfs_err *err);
 
 static int walk(struct mlfs_registry *reg, const char *what, bool by_tag, const char *digest, try_fn fn,
 		void *ctx, const bool *sink_failed, struct mlfs_err *err)
 {
 	int r = -ENOENT;
 	for (size_t i = 0; i < reg->n; i++) {
-		struct endpoint *ep = &reg->ep[i];
+		struct mlfs_epclient *ep = &reg->ep[i];
 		bool last = i + 1 == reg->n;
 		const char *why = NULL;
 		if (last)
@@ -524,7 +182,7 @@ static int walk(struct mlfs_registry *reg, const char *what, bool by_tag, const 
 			why = "pull-from-mirror = \"tag-only\" and this is a digest";
 		else if (distrusted(reg, digest))
 			why = "a mirror served bytes that did not match this digest";
-		else if (endpoint_down(ep))
+		else if (mlfs_epclient_down(ep))
 			why = "it could not be reached a moment ago";
 		if (why) {
 			log_debug(MLFS_AREA_FETCH, "%s: skipping mirror %s: %s", what, ep->api_host, why);
@@ -543,7 +201,7 @@ static int walk(struct mlfs_registry *reg, const char *what, bool by_tag, const 
 		}
 		if (r == -ECONNREFUSED || r == -ETIMEDOUT || r == -ECONNABORTED || r == -EHOSTUNREACH ||
 		    r == -ECONNRESET)
-			endpoint_mark_down(ep);
+			mlfs_epclient_mark_down(ep);
 		log_info(MLFS_AREA_FETCH, "%s: mirror %s failed, trying the next endpoint: %s", what, ep->api_host,
 			 e.msg[0] ? e.msg : strerror(-r));
 	}
@@ -556,7 +214,7 @@ struct manifest_ctx {
 	struct mlfs_fetched *out;
 };
 
-static int try_manifest(struct endpoint *ep, void *priv, struct mlfs_err *err)
+static int try_manifest(struct mlfs_epclient *ep, void *priv, struct mlfs_err *err)
 {
 	struct manifest_ctx *c = priv;
 	char what[1024], url_path[2048];
@@ -566,7 +224,7 @@ static int try_manifest(struct endpoint *ep, void *priv, struct mlfs_err *err)
 	struct mlfs_http_request req = { .accept = mlfs_media_accept(), .max_body = MLFS_MANIFEST_MAX };
 	struct mlfs_http_response resp = { 0 };
 	struct mlfs_fetched *out = c->out;
-	int r = registry_send(ep, what, url_path, &req, &resp, err);
+	int r = mlfs_epclient_send(ep, what, url_path, &req, &resp, err);
 	if (r == -EFBIG)
 		r = mlfs_err_set(err, EFBIG, "manifest %s is too large (over %u bytes)", what, MLFS_MANIFEST_MAX);
 	if (r < 0)
@@ -609,7 +267,7 @@ struct small_ctx {
 	struct mlfs_fetched *out;
 };
 
-static int try_small_blob(struct endpoint *ep, void *priv, struct mlfs_err *err)
+static int try_small_blob(struct mlfs_epclient *ep, void *priv, struct mlfs_err *err)
 {
 	struct small_ctx *c = priv;
 	const struct mlfs_descriptor *desc = c->desc;
@@ -619,7 +277,7 @@ static int try_small_blob(struct endpoint *ep, void *priv, struct mlfs_err *err)
 	snprintf(url_path, sizeof url_path, "/v2/%s/blobs/%s", ep->repo, desc->digest);
 	struct mlfs_http_request req = { .max_body = MLFS_MANIFEST_MAX };
 	struct mlfs_http_response resp = { 0 };
-	int r = registry_send(ep, what, url_path, &req, &resp, err);
+	int r = mlfs_epclient_send(ep, what, url_path, &req, &resp, err);
 	if (r == -EFBIG)
 		r = mlfs_err_set(err, EFBIG, "%s is too large (over %u bytes)", what, MLFS_MANIFEST_MAX);
 	if (r < 0)
@@ -674,7 +332,7 @@ static int stream_sink(void *priv, const void *buf, size_t len)
 	return r;
 }
 
-static int try_stream(struct endpoint *ep, void *priv, struct mlfs_err *err)
+static int try_stream(struct mlfs_epclient *ep, void *priv, struct mlfs_err *err)
 {
 	struct stream_ctx *c = priv;
 	char what[1024], url_path[2048];
@@ -684,7 +342,7 @@ static int try_stream(struct endpoint *ep, void *priv, struct mlfs_err *err)
 		log_info(MLFS_AREA_FETCH, "%s: resuming at byte %lld", what, (long long)(c->offset + c->delivered));
 	struct mlfs_http_request req = { .sink = stream_sink, .priv = c, .range_start = c->offset + c->delivered };
 	struct mlfs_http_response resp = { 0 };
-	int r = registry_send(ep, what, url_path, &req, &resp, err);
+	int r = mlfs_epclient_send(ep, what, url_path, &req, &resp, err);
 	c->delivered += resp.delivered;
 	mlfs_http_response_clear(&resp);
 	return r;
@@ -716,7 +374,7 @@ static int range_write(void *priv, const void *buf, size_t len)
 	return 0;
 }
 
-static int try_range(struct endpoint *ep, void *priv, struct mlfs_err *err)
+static int try_range(struct mlfs_epclient *ep, void *priv, struct mlfs_err *err)
 {
 	struct range_ctx *b = priv;
 	char what[1024], url_path[2048];
@@ -728,7 +386,7 @@ static int try_range(struct endpoint *ep, void *priv, struct mlfs_err *err)
 	struct mlfs_http_request req = { .sink = range_write, .priv = b, .range_start = (off_t)(b->offset + b->have),
 					 .range_len = (off_t)(b->len - b->have), .max_retries = 2 };
 	struct mlfs_http_response resp = { 0 };
-	int r = registry_send(ep, what, url_path, &req, &resp, err);
+	int r = mlfs_epclient_send(ep, what, url_path, &req, &resp, err);
 	mlfs_http_response_clear(&resp);
 	if (r == -EPROTO && !(err && err->msg[0]))
 		r = mlfs_err_set(err, EPROTO, "%s: more bytes than the %zu asked for at %llu", what, b->len,
