@@ -44,6 +44,8 @@ def fleet(request, demo, tmp_path_factory):
     upstream.start()
     request.addfinalizer(upstream.stop)
     copy_image(demo.registry, "demo:latest", upstream, REPO + ":latest", dest_creds="%s:%s" % (USER, PASSWORD))
+    # What a Docker Hub mirror would hold (docker.io/library/demo), for daemon.json.
+    copy_image(demo.registry, "demo:latest", upstream, "library/demo:latest", dest_creds="%s:%s" % (USER, PASSWORD))
     mirror = PrivateRegistry(str(base / "mirror"), extra_config=[
         "proxy:",
         "  remoteurl: http://%s" % upstream.host,
@@ -53,7 +55,7 @@ def fleet(request, demo, tmp_path_factory):
     mirror.start()
     request.addfinalizer(mirror.stop)
     return Images(upstream, upstream=upstream, mirror=mirror, arm=Images.by_platform(demo.index, PLATFORM + "/v8"),
-                  demo=demo)
+                  demo=demo, issuer=issuer)
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +311,37 @@ def test_seekable_chunk_tampered_on_the_mirror(mounter, mlfs_env, seekable, seek
     assert present_map(mlfs_env, lower)[bad["index"]] == 1
     assert "did not verify: reading them again from the upstream" in m.stderr(), m.stderr()
     assert mirror.blob_gets(lower.digest) > 0, "the mirror was not used"
+
+
+@pytest.mark.parametrize("how", ["daemon.json", "hosts.toml"])
+def test_docker_hub_mirror(mlfs, fleet, tmp_path, how):
+    """docker.io references through a Docker Hub mirror (this machine has no
+    route to Docker Hub: the mirror must answer everything), from Docker's
+    daemon.json or containerd's certs.d/docker.io/hosts.toml.  The mirror
+    wants credentials of its own: those for its host are used, Docker Hub's
+    never leave for it."""
+    root = tmp_path / "root"
+    if how == "daemon.json":
+        (root / "etc" / "docker").mkdir(parents=True)
+        (root / "etc" / "docker" / "daemon.json").write_text(json.dumps(
+            {"registry-mirrors": ["http://%s" % fleet.upstream.host], "log-level": "warn"}))
+    else:
+        d = root / "etc" / "containerd" / "certs.d" / "docker.io"
+        d.mkdir(parents=True)
+        (d / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n\n[host."http://%s"]\n'
+                                      '  capabilities = ["pull", "resolve"]\n' % fleet.upstream.host)
+    auth = tmp_path / "auth.json"
+    b64 = lambda s: base64.b64encode(s.encode()).decode()
+    auth.write_text(json.dumps({"auths": {
+        fleet.upstream.host: {"auth": b64("%s:%s" % (USER, PASSWORD))},
+        "https://index.docker.io/v1/": {"auth": b64("hubuser:hubsecret")},
+    }}))
+    fleet.issuer.clear()
+    r = mlfs("inspect", "docker.io/library/demo:latest", "--json", "--platform", PLATFORM, "--debug=fetch",
+             env_extra={"MLFS_CONFIG_ROOT": str(root), "REGISTRY_AUTH_FILE": str(auth)})
+    assert r.rc == 0, describe(r)
+    assert json.loads(r.stdout)["index_digest"] == fleet.demo.index["digest"]
+    assert "endpoints from %s" % root in r.stderr, r.stderr
+    assert "trying upstream registry-1.docker.io" not in r.stderr, "Docker Hub was asked: " + r.stderr
+    users = {q["user"] for q in fleet.issuer.requests}
+    assert USER in users and "hubuser" not in users, users
