@@ -23,6 +23,8 @@
 #include "fetch/internal.h"
 
 #define MAX_CONFIG_BYTES (1u << 20)
+/* Every request may walk the whole list: a bound on what one costs. */
+#define MAX_ENDPOINTS 16
 
 void mlfs_endpoints_clear(struct mlfs_endpoints *e)
 {
@@ -245,6 +247,9 @@ int mlfs_endpoints_for(const struct mlfs_ref *ref, const struct mlfs_mirror_opts
 	if (r == 0 && !out->n && (r = mlfs_endpoints_add(out, ref->domain, ref->path, false, false, MLFS_PULL_ALL,
 							  NULL)) < 0)
 		mlfs_err_set(err, -r, "out of memory");
+	if (r == 0 && out->n > MAX_ENDPOINTS)
+		r = mlfs_err_set(err, E2BIG, "%s: %s lists %zu mirrors for it: at most %d are supported", name,
+				 out->source, out->n - 1, MAX_ENDPOINTS - 1);
 	if (r < 0) {
 		mlfs_endpoints_clear(out);
 		return r;

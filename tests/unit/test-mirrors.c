@@ -228,6 +228,12 @@ static void test_conf_errors(void)
 		snprintf(want, sizeof want, "/tmp/ROOT/etc/containers/%s", bad[i].msg);
 		expect_error("busybox", NULL, EINVAL, want, bad[i].msg);
 	}
+	char many[4096] = "[[registry]]\nlocation = \"docker.io\"\n";
+	for (int i = 0; i < 16; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), "[[registry.mirror]]\nlocation = \"m%d.example\"\n", i);
+	put("etc/containers/registries.conf", many);
+	expect_error("busybox", NULL, E2BIG, "docker.io/library/busybox: /tmp/ROOT/etc/containers/registries.conf lists "
+		     "16 mirrors for it: at most 15 are supported", "a bound on the endpoints");
 	put("etc/containers/registries.conf", "[[registry]]\nlocation = \"a.io\"\nunknown-key = 1\n[other]\nx = 1\n");
 	expect("busybox", NULL, "upstream registry-1.docker.io/library/busybox", "unknown keys are ignored");
 	drop("etc/containers/registries.conf");
