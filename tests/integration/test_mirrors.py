@@ -345,3 +345,17 @@ def test_docker_hub_mirror(mlfs, fleet, tmp_path, how):
     assert "trying upstream registry-1.docker.io" not in r.stderr, "Docker Hub was asked: " + r.stderr
     users = {q["user"] for q in fleet.issuer.requests}
     assert USER in users and "hubuser" not in users, users
+
+
+def test_mount_with_registries_conf_option(mounter, fleet, front, tmp_path, want_tree):
+    """-o registries-conf=FILE: a mount reads through the mirror it names."""
+    env = conf(tmp_path, [], fleet.upstream)
+    f = tmp_path / "mount.conf"
+    f.write_text('[[registry]]\nlocation = "%s"\n[[registry.mirror]]\nlocation = "%s"\n'
+                 % (fleet.upstream.host, front.host))
+    m = mounter.mount("%s/%s:latest" % (fleet.upstream.host, REPO), "platform=" + PLATFORM,
+                      "registries-conf=%s" % f, env_extra={"REGISTRY_AUTH_FILE": env["REGISTRY_AUTH_FILE"]})
+    with open(m.path("etc/mlfs-platform"), "rb") as fh:
+        data = fh.read()
+    assert want_tree["etc/mlfs-platform"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert front.requests(r"/blobs/sha256:"), "the layers did not come through the mirror"
