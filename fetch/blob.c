@@ -186,7 +186,7 @@ static int lock_partial(const struct mlfs_registry *reg, const char *partial, co
 
 /* One attempt: -EAGAIN when bytes from the cache (a leftover partial, a
  * complete blob) proved wrong after the observer saw them, and were dropped. */
-static int fetch_once(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+static int fetch_once(struct mlfs_registry *reg, const struct mlfs_descriptor *desc,
 		      const char *dir, const char *final, const char *partial, unsigned wait_s,
 		      mlfs_sink_fn observe, void *priv, const struct mlfs_progress *progress, struct mlfs_err *err)
 {
@@ -232,7 +232,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 		if (lseek(fd, s.have, SEEK_SET) < 0)
 			r = -errno;
 		else
-			r = mlfs_registry_get_blob(reg, path, desc->digest, s.have, blob_write, &s, err);
+			r = mlfs_registry_get_blob(reg, desc->digest, s.have, blob_write, &s, err);
 	}
 	/* Foreign and non-distributable layers live at their URLs, not in the
 	 * registry: each is tried in turn (one refused by the address rule
@@ -261,6 +261,17 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 				    desc->digest, (long long)s.have, (long long)desc->size);
 	}
 	bool mismatch = r == -EBADMSG || (r == 0 && strcmp(got, desc->digest));
+	/* Some of these bytes may have come from a mirror, and they failed
+	 * the digest or the consumer refused them (a tampered layer may break
+	 * its compression before its hash is known): ask again, from the
+	 * upstream only.  The checks below still drop what is here. */
+	bool refused = s.observer_failed && r == -EPIPE && s.have > resumed;
+	bool ask_again = (mismatch || refused) && from_registry && mlfs_registry_distrust(reg, desc->digest);
+	if (refused && ask_again && resumed == 0) {
+		unlink(partial);
+		return mlfs_err_set(err, EAGAIN, "blob %s from a mirror was refused by its reader: dropped, asking "
+				    "the upstream", desc->digest);
+	}
 	/* An observer that failed with -EPIPE refused the bytes; any other
 	 * error (a full disk behind it) says nothing about them. */
 	if (resumed > 0 && (mismatch || (s.observer_failed && r == -EPIPE))) {
@@ -275,6 +286,9 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	}
 	if (mismatch) {
 		unlink(partial);
+		if (ask_again)
+			return mlfs_err_set(err, EAGAIN, "blob %s from a mirror did not match its digest: dropped, "
+					    "asking the upstream", desc->digest);
 		if (r == -EBADMSG)
 			return mlfs_err_set(err, EBADMSG, "blob %s is larger than the %lld bytes the manifest says",
 					    desc->digest, (long long)desc->size);
@@ -296,7 +310,7 @@ static int fetch_once(struct mlfs_registry *reg, const char *path, const struct 
 	return 1;
 }
 
-int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const struct mlfs_descriptor *desc,
 			     const char *cache_dir, unsigned wait_s, mlfs_sink_fn observe, void *priv,
 			     const struct mlfs_progress *progress, char **blob_path, struct mlfs_err *err)
 {
@@ -309,12 +323,13 @@ int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const 
 	if (asprintf(&dir, "%s/blobs/sha256", cache_dir) < 0 || asprintf(&final, "%s/%s", dir, hex) < 0 ||
 	    asprintf(&partial, "%s/%s.partial", dir, hex) < 0)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	int r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, progress, err);
-	/* Without an observer nobody saw the dropped bytes: start over here. */
-	if (r == -EAGAIN && !observe) {
+	int r = fetch_once(reg, desc, dir, final, partial, wait_s, observe, priv, progress, err);
+	/* Without an observer nobody saw the dropped bytes: start over here
+	 * (a junk partial file, then a mirror's junk: twice at most). */
+	for (int again = 0; r == -EAGAIN && !observe && again < 2; again++) {
 		if (err)
 			memset(err, 0, sizeof *err);
-		r = fetch_once(reg, path, desc, dir, final, partial, wait_s, observe, priv, progress, err);
+		r = fetch_once(reg, desc, dir, final, partial, wait_s, observe, priv, progress, err);
 	}
 	if (r < 0)
 		return r;

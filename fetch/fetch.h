@@ -175,6 +175,48 @@ struct mlfs_creds {
 int mlfs_creds_lookup(const char *domain, struct mlfs_creds *out, struct mlfs_err *err);
 void mlfs_creds_clear(struct mlfs_creds *c);
 
+/* ---- mirrors: where a reference's bytes may come from (mirrors.c) ------- */
+
+enum mlfs_pull_from {
+	MLFS_PULL_ALL = 0,          /* tags and digests */
+	MLFS_PULL_DIGEST_ONLY,      /* only by digest: a tag is resolved elsewhere */
+	MLFS_PULL_TAG_ONLY,
+};
+
+/* One host that serves a repository: a mirror, or the upstream. */
+struct mlfs_endpoint {
+	char *domain;     /* "mirror.example:5000", "docker.io": credentials and certs.d key */
+	char *host;       /* the API host: registry-1.docker.io for docker.io, else domain */
+	char *repo;       /* the repository's path there ("library/busybox", "cache/library/busybox") */
+	bool insecure;    /* plain HTTP / unverified TLS allowed */
+	bool mirror;      /* false for the upstream, always the last */
+	enum mlfs_pull_from pull;
+	char *ca_file;    /* an extra CA (hosts.toml "ca"), or NULL */
+};
+
+/* Mirrors in order, the upstream last (n >= 1 once built). */
+struct mlfs_endpoints {
+	size_t n;
+	struct mlfs_endpoint *v;
+	char *source;     /* the file that configured them (for messages), or NULL */
+};
+void mlfs_endpoints_clear(struct mlfs_endpoints *e);
+
+/* Where registry configuration is read from; = {0} for the usual places. */
+struct mlfs_mirror_opts {
+	const char *registries_conf; /* --registries-conf / -o registries-conf=: this file alone */
+	const char *root;            /* prefix of /etc paths (tests); NULL: $MLFS_CONFIG_ROOT, else "" */
+	const char *home;            /* NULL: $HOME */
+};
+
+/* The endpoints for a reference, from the first source that configures
+ * its registry: registries.conf (+ .d drop-ins), else containerd's
+ * certs.d/HOST/hosts.toml, else Docker's daemon.json registry-mirrors
+ * (docker.io only); else the reference's registry alone.  A blocked
+ * registry: -EACCES; a malformed file: -EINVAL naming file and line. */
+int mlfs_endpoints_for(const struct mlfs_ref *ref, const struct mlfs_mirror_opts *opts,
+		       struct mlfs_endpoints *out, struct mlfs_err *err);
+
 /* ---- the registry client (http.c, registry.c) --------------------------- */
 
 struct mlfs_registry_opts {
@@ -183,6 +225,7 @@ struct mlfs_registry_opts {
 	long low_speed_time_s;     /* 0: default 30 (below 1 KiB/s that long = failure) */
 	int max_retries;           /* 0: default 4 */
 	const char *certs_dirs;    /* ':'-separated; NULL: /etc/docker/certs.d:/etc/containers/certs.d */
+	const struct mlfs_endpoints *endpoints; /* mirrors + upstream; NULL: the reference's registry */
 };
 
 struct mlfs_registry;
@@ -206,26 +249,29 @@ void mlfs_fetched_clear(struct mlfs_fetched *f);
  * When it is a digest, the body must hash to it (-EBADMSG otherwise).
  * 404 -> -ENOENT, 401/403 -> -EACCES, > MLFS_MANIFEST_MAX -> -EFBIG,
  * schema1 -> -EPROTONOSUPPORT. */
-int mlfs_registry_get_manifest(struct mlfs_registry *reg, const char *path, const char *reference,
-			       struct mlfs_fetched *out, struct mlfs_err *err);
+int mlfs_registry_get_manifest(struct mlfs_registry *reg, const char *reference, struct mlfs_fetched *out,
+			       struct mlfs_err *err);
 
 /* GET a small blob (config) into memory, verified, capped at MLFS_MANIFEST_MAX. */
-int mlfs_registry_get_small_blob(struct mlfs_registry *reg, const char *path,
-				 const struct mlfs_descriptor *desc, struct mlfs_fetched *out,
-				 struct mlfs_err *err);
+int mlfs_registry_get_small_blob(struct mlfs_registry *reg, const struct mlfs_descriptor *desc,
+				 struct mlfs_fetched *out, struct mlfs_err *err);
 
 /* Streams a blob from `offset`, calling sink for each chunk.  A sink returning
  * non-zero aborts with that value.  No digest check here (see mlfs_blob_fetch). */
 typedef int (*mlfs_sink_fn)(void *priv, const void *buf, size_t len);
-int mlfs_registry_get_blob(struct mlfs_registry *reg, const char *path, const char *digest,
-			   off_t offset, mlfs_sink_fn sink, void *priv, struct mlfs_err *err);
+int mlfs_registry_get_blob(struct mlfs_registry *reg, const char *digest, off_t offset, mlfs_sink_fn sink,
+			   void *priv, struct mlfs_err *err);
+/* Bytes that did not match `digest` came through a mirror, perhaps: the
+ * mirrors are not asked for it again.  True when that changes anything
+ * (there are mirrors, and they were still trusted with it): worth asking again. */
+bool mlfs_registry_distrust(struct mlfs_registry *reg, const char *digest);
 
 /* Bytes [offset, offset+len) of a blob into buf, exactly: one Range GET
  * (retried, resumed).  -ERANGE when the registry ignores Range (answers
  * 200 with the whole blob): the caller falls back to streaming.  No digest
  * check here: the caller verifies what it decodes. */
-int mlfs_registry_get_range(struct mlfs_registry *reg, const char *path, const char *digest, uint64_t offset,
-			    size_t len, void *buf, struct mlfs_err *err);
+int mlfs_registry_get_range(struct mlfs_registry *reg, const char *digest, uint64_t offset, size_t len, void *buf,
+			    struct mlfs_err *err);
 
 /* ---- progress (blob.c, image.c) ----------------------------------------- */
 
@@ -265,7 +311,7 @@ char *mlfs_cache_dir_default(const char *option);
  * are dropped (a digest mismatch, or observe() refusing them with -EPIPE);
  * the caller starts its consumer over and calls again.  progress (may be
  * NULL) counts the bytes as fetched or reused. */
-int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const char *path, const struct mlfs_descriptor *desc,
+int mlfs_blob_fetch_observed(struct mlfs_registry *reg, const struct mlfs_descriptor *desc,
 			     const char *cache_dir, unsigned wait_s, mlfs_sink_fn observe, void *priv,
 			     const struct mlfs_progress *progress, char **blob_path, struct mlfs_err *err);
 
@@ -346,6 +392,8 @@ struct mlfs_image_opts {
 	/* Told of every layer byte that moves (progress bars, mount statistics). */
 	mlfs_progress_fn progress;
 	void *progress_priv;
+	/* Mirrors (mirrors.c): where the registry configuration is read from. */
+	const char *registries_conf; /* --registries-conf: this file alone; NULL: the usual places */
 };
 
 struct mlfs_image {
@@ -385,6 +433,10 @@ int mlfs_image_layer_blob(struct mlfs_image *img, size_t i, char **blob_path, st
  * layers; -ENOENT with a message when the image was opened offline. */
 int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, size_t len, void *buf,
 			   struct mlfs_err *err);
+/* Bytes of layer i's blob from mlfs_image_layer_range() failed their check:
+ * the mirrors are not asked for this blob again.  True when that changes
+ * where the next range comes from (worth reading again). */
+bool mlfs_image_layer_distrust(struct mlfs_image *img, size_t i);
 /* Layer i's whole blob streamed to sink, not cached (a seekable layer's
  * fill: its chunks are what is kept); -ENOENT when offline. */
 int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink, void *priv, struct mlfs_err *err);

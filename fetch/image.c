@@ -24,8 +24,8 @@ static int fetch_by_digest(struct mlfs_image *img, const struct mlfs_descriptor 
 	if (img->offline)
 		return mlfs_err_set(err, ENOENT, "%s of %s is not in the cache %s: mount once without offline",
 				    d->digest, img->canonical, img->cache_dir);
-	r = small_blob ? mlfs_registry_get_small_blob(img->reg, img->ref.path, d, f, err)
-		       : mlfs_registry_get_manifest(img->reg, img->ref.path, d->digest, f, err);
+	r = small_blob ? mlfs_registry_get_small_blob(img->reg, d, f, err)
+		       : mlfs_registry_get_manifest(img->reg, d->digest, f, err);
 	if (r == 0 && mlfs_metacache_put(img->cache_dir, f) < 0)
 		log_warn(MLFS_AREA_FETCH, "cannot keep %s in the cache %s", d->digest, img->cache_dir);
 	return r;
@@ -43,7 +43,7 @@ static int fetch_top(struct mlfs_image *img, struct mlfs_fetched *f, struct mlfs
 					    img->canonical, img->cache_dir);
 		return fetch_by_digest(img, &d, false, f, err);
 	}
-	int r = mlfs_registry_get_manifest(img->reg, img->ref.path, mlfs_ref_reference(&img->ref), f, err);
+	int r = mlfs_registry_get_manifest(img->reg, mlfs_ref_reference(&img->ref), f, err);
 	if (r < 0)
 		return r;
 	if (mlfs_metacache_put(img->cache_dir, f) < 0 ||
@@ -147,8 +147,14 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	img->keep_blobs = opts->keep_blobs;
 	img->progress = opts->progress;
 	img->progress_priv = opts->progress_priv;
-	struct mlfs_registry_opts ropts = { .insecure = opts->insecure };
-	r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
+	struct mlfs_endpoints eps = { 0 };
+	struct mlfs_mirror_opts mopts = { .registries_conf = opts->registries_conf };
+	r = mlfs_endpoints_for(&img->ref, &mopts, &eps, err);
+	if (r == 0) {
+		struct mlfs_registry_opts ropts = { .insecure = opts->insecure, .endpoints = &eps };
+		r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
+	}
+	mlfs_endpoints_clear(&eps);
 	if (r < 0)
 		goto fail;
 
@@ -251,7 +257,7 @@ int mlfs_image_layer_blob_observed(struct mlfs_image *img, size_t i, mlfs_sink_f
 		/* Cached: the fetch below reads it from there, without the network. */
 	}
 	struct mlfs_progress progress = { img->progress, img->progress_priv, i };
-	int r = mlfs_blob_fetch_observed(img->reg, img->ref.path, d, img->cache_dir, img->wait_s, observe, priv,
+	int r = mlfs_blob_fetch_observed(img->reg, d, img->cache_dir, img->wait_s, observe, priv,
 					 img->progress ? &progress : NULL, blob_path, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
@@ -273,7 +279,7 @@ int mlfs_image_layer_range(struct mlfs_image *img, size_t i, uint64_t offset, si
 				    i + 1, img->canonical, (unsigned long long)offset, len, (long long)d->size);
 	if (__atomic_load_n(&img->ranges_refused, __ATOMIC_RELAXED))
 		return mlfs_err_set(err, ERANGE, "%s does not serve byte ranges", img->ref.domain);
-	int r = mlfs_registry_get_range(img->reg, img->ref.path, d->digest, offset, len, buf, err);
+	int r = mlfs_registry_get_range(img->reg, d->digest, offset, len, buf, err);
 	if (r == -ERANGE)
 		__atomic_store_n(&img->ranges_refused, true, __ATOMIC_RELAXED);
 	if (r == 0)
@@ -305,9 +311,16 @@ int mlfs_image_layer_stream(struct mlfs_image *img, size_t i, mlfs_sink_fn sink,
 		return mlfs_err_set(err, ENOENT, "layer %zu (%s) of %s is not all in the cache and the image was "
 				    "opened offline", i + 1, d->digest, img->canonical);
 	struct counted_sink c = { img, i, sink, priv };
-	int r = mlfs_registry_get_blob(img->reg, img->ref.path, d->digest, 0, img->progress ? count_and_sink : sink,
+	int r = mlfs_registry_get_blob(img->reg, d->digest, 0, img->progress ? count_and_sink : sink,
 				       img->progress ? (void *)&c : priv, err);
 	if (r < 0)
 		mlfs_err_wrap(err, "layer %zu of %s", i + 1, img->canonical);
 	return r;
+}
+
+bool mlfs_image_layer_distrust(struct mlfs_image *img, size_t i)
+{
+	if (i >= img->manifest->n_layers || img->offline)
+		return false;
+	return mlfs_registry_distrust(img->reg, img->manifest->layers[i].digest);
 }

@@ -1,8 +1,11 @@
 /* fetch/ internals shared between its files; not part of the module's API. */
 #pragma once
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -70,6 +73,45 @@ bool mlfs_http_insecure(const struct mlfs_http *http);
 
 /* Scheme and host (no port, IPv6 with brackets) of a URL, as curl parses it. */
 int mlfs_url_scheme_host(const char *url, char *scheme, size_t slen, char *host, size_t hlen);
+
+/* ---- endpoint.c: one host's client (mirror or upstream) ---------------- */
+
+/* One host that can serve the repository: a mirror, or the upstream.
+ * Each has its own HTTP client (whose home host is this endpoint, so a
+ * redirect or a token never carries its credentials elsewhere), its own
+ * credentials (looked up under its own name) and its own learnt auth. */
+struct mlfs_epclient {
+	char *domain;           /* credentials and certs.d are keyed by it */
+	char *api_host;         /* registry-1.docker.io for docker.io */
+	char *repo;             /* the repository's path on this host */
+	bool insecure;
+	bool mirror;
+	enum mlfs_pull_from pull;
+	struct mlfs_http *http;
+	struct mlfs_token_cache *tokens;
+
+	pthread_mutex_t lock;   /* protects everything below */
+	char *scheme;           /* "https" or "http"; may fall back once for insecure hosts */
+	bool creds_loaded;
+	struct mlfs_creds creds;
+	struct mlfs_challenge challenge; /* the last one seen, scheme "" until a 401 */
+	struct timespec down_until; /* a mirror that could not be reached is skipped until then */
+};
+
+/* Sets up ep for spec (its certs.d CAs and client certificate, the
+ * spec's CA file); on failure ep still needs mlfs_epclient_clear(). */
+int mlfs_epclient_init(struct mlfs_epclient *ep, const struct mlfs_endpoint *spec,
+		       const struct mlfs_registry_opts *opts, struct mlfs_err *err);
+void mlfs_epclient_clear(struct mlfs_epclient *ep);
+/* One authenticated request to this host (url_path: "/v2/..."): bare or
+ * with the known header first, then at most two answers to 401.  Status
+ * errors are mapped here; resp->delivered counts what the sink got in all
+ * rounds, so the next endpoint may continue from there. */
+int mlfs_epclient_send(struct mlfs_epclient *ep, const char *what, const char *url_path,
+		       struct mlfs_http_request *req, struct mlfs_http_response *resp, struct mlfs_err *err);
+/* A mirror that could not be reached is skipped for a while. */
+bool mlfs_epclient_down(struct mlfs_epclient *ep);
+void mlfs_epclient_mark_down(struct mlfs_epclient *ep);
 
 /* ---- netpolicy.c: which destinations a request may reach ---------------- */
 
@@ -269,3 +311,80 @@ struct mlfs_policy_decision {
 void mlfs_policy_decide(const struct mlfs_policy *p, const char *identity, struct mlfs_policy_decision *out);
 /* "signedBy GPGKeys keyPath /etc/pki/key.gpg" into buf: for messages. */
 void mlfs_policy_req_describe(const struct mlfs_policy_req *r, char *buf, size_t len);
+
+/* ---- toml.c: the TOML that registries.conf and hosts.toml use ----------- */
+
+enum mlfs_toml_kind { MLFS_TOML_TABLE, MLFS_TOML_ARRAY, MLFS_TOML_STRING, MLFS_TOML_BOOL, MLFS_TOML_INT };
+
+struct mlfs_toml {
+	enum mlfs_toml_kind kind;
+	char *key;             /* its name in its table; NULL for array items and the root */
+	int line;              /* where it was defined, for messages */
+	size_t n;              /* TABLE: members; ARRAY: items */
+	struct mlfs_toml **v;
+	char *str;             /* STRING */
+	bool b;                /* BOOL */
+	int64_t i;             /* INT */
+	bool defined;          /* a table named by a header: a second header is an error */
+	bool closed;           /* an inline table or a static array: nothing can be added */
+	bool of_tables;        /* an array made by [[headers]] */
+};
+
+/* Parses TOML text (the subset toml.c describes); errors are -EINVAL with
+ * "NAME:LINE: what".  The tree is the caller's (mlfs_toml_free). */
+int mlfs_toml_parse(const void *buf, size_t len, const char *name, struct mlfs_toml **out, struct mlfs_err *err);
+void mlfs_toml_free(struct mlfs_toml *t);
+/* A member of a table, or NULL (also when `table` is not a table). */
+const struct mlfs_toml *mlfs_toml_get(const struct mlfs_toml *table, const char *key);
+
+/* ---- regconf.c, hostsconf.c, dockerconf.c: the mirror configuration ----- */
+
+struct mlfs_regconf_mirror {
+	char *location;        /* "host[:port][/path]" */
+	bool insecure;
+	enum mlfs_pull_from pull;
+	char *ca_file;         /* hosts.toml only */
+};
+
+struct mlfs_regconf_registry {
+	char *prefix;          /* what references it applies to ("docker.io", "*.example.com", "a.io/ns/repo") */
+	char *location;        /* rewrite of the prefix; NULL: the prefix itself */
+	bool insecure;
+	bool blocked;
+	bool digest_only;      /* mirror-by-digest-only (the older spelling of pull-from-mirror) */
+	size_t n_mirrors;
+	struct mlfs_regconf_mirror *mirrors;
+	char *source;          /* the file it came from */
+};
+
+struct mlfs_regconf {
+	size_t n;
+	struct mlfs_regconf_registry *v;
+};
+
+void mlfs_regconf_clear(struct mlfs_regconf *c);
+/* One registries.conf (v2) text merged into c: a [[registry]] with the
+ * prefix of one already there replaces it (later files override). */
+int mlfs_regconf_parse(const void *buf, size_t len, const char *name, struct mlfs_regconf *c,
+		       struct mlfs_err *err);
+/* The registry entry for a canonical name ("docker.io/library/busybox"):
+ * the longest matching prefix, wildcards "*.example.com" matching
+ * subdomains' hosts; NULL when none. */
+const struct mlfs_regconf_registry *mlfs_regconf_match(const struct mlfs_regconf *c, const char *name);
+/* The endpoints an entry gives for `name` (mirrors, then the location):
+ * locations rewrite the matched prefix. */
+int mlfs_regconf_endpoints(const struct mlfs_regconf_registry *reg, const char *name,
+			   struct mlfs_endpoints *out, struct mlfs_err *err);
+
+/* containerd hosts.toml text for registry `domain`: its hosts with
+ * "pull" as mirrors (those with "resolve" may also answer tags), then
+ * `server` (default: the domain's own). 0 with out->n == 0: nothing usable. */
+int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const struct mlfs_ref *ref,
+			 struct mlfs_endpoints *out, struct mlfs_err *err);
+/* Docker's daemon.json: registry-mirrors for docker.io references. */
+int mlfs_dockerconf_parse(const void *buf, size_t len, const char *name, const struct mlfs_ref *ref,
+			  struct mlfs_endpoints *out, struct mlfs_err *err);
+/* Adds one endpoint (copies the strings); -EINVAL when domain is not a
+ * host[:port] or repo not a repository path. */
+int mlfs_endpoints_add(struct mlfs_endpoints *e, const char *domain, const char *repo, bool insecure,
+		       bool mirror, enum mlfs_pull_from pull, const char *ca_file);

@@ -197,6 +197,12 @@ static int ranges_stream(void *priv, int (*sink)(void *sp, const void *buf, size
 	return mlfs_image_layer_stream(r->img, r->i, sink, sink_priv, err);
 }
 
+static bool ranges_distrust(void *priv)
+{
+	struct ranges *r = priv;
+	return mlfs_image_layer_distrust(r->img, r->i);
+}
+
 bool mlfs_image_layer_seekable(const struct mlfs_image *img, size_t i)
 {
 	return mlfs_descriptor_seekable(&img->manifest->layers[i]);
@@ -219,7 +225,7 @@ static int open_seekable(struct mlfs_image *img, size_t i, const struct mlfs_lay
 	if (!r)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	*r = (struct ranges){ img, i };
-	struct mlfs_blob_ranges src = { ranges_read, r, free, ranges_stream };
+	struct mlfs_blob_ranges src = { ranges_read, r, free, ranges_stream, ranges_distrust };
 	return mlfs_layer_open_seekable(o, &sd, &src, out, err);
 }
 

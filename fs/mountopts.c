@@ -24,6 +24,7 @@ static const struct {
 	{ "keep-blobs", "keep compressed layer blobs after their layers are indexed" },
 	{ "policy=FILE", "the containers-policy.json to enforce" },
 	{ "insecure-policy", "enforce no policy" },
+	{ "registries-conf=FILE", "the containers-registries.conf to read mirrors from (instead of /etc/containers/...)" },
 	{ "allow_other", "let other users in (the kernel checks permissions)" },
 	{ "suid", "honour setuid bits" },
 	{ "dev", "honour device nodes" },
@@ -69,6 +70,8 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		return set_string(&o->cache_dir, v);
 	if (KEY("policy") && v && *v)
 		return set_string(&o->policy, v);
+	if (KEY("registries-conf") && v && *v)
+		return set_string(&o->registries_conf, v);
 	if (KEY("jobs") && v) {
 		if (parse_uint(v, 64, &o->jobs) < 0)
 			return mlfs_err_set(err, EINVAL, "jobs=%s: give a number from 1 to 64", v);
@@ -183,6 +186,8 @@ void mount_opts_clear(struct mount_opts *o)
 	free(o->cache_dir);
 	free(o->debug_areas);
 	free(o->policy);
+	free(o->registries_conf);
+	o->registries_conf = NULL;
 	o->platform = o->cache_dir = o->debug_areas = o->policy = NULL;
 }
 

@@ -26,6 +26,7 @@ struct mount_opts {
 	bool keep_blobs;        /* keep-blobs: compressed blobs stay after indexing */
 	char *policy;           /* policy=FILE: the containers-policy.json to enforce */
 	bool insecure_policy;   /* insecure-policy: no policy check */
+	char *registries_conf;  /* registries-conf=FILE: the registries.conf to read (mirrors) */
 };
 
 #define MOUNT_DEFAULT_JOBS 4

@@ -314,9 +314,32 @@ static int fetch_claimed(const struct mlfs_layer *l, const size_t *idx, size_t n
 		}
 		if (rc == 0)
 			atomic_fetch_add(&cs->bytes_fetched, len);
+		/* Bytes that fail their digest may come from a mirror: when the
+		 * source can ask elsewhere, the group is read once more. */
+		bool reread = false;
+		for (size_t k = g; rc == 0 && k < e && cs->src.distrust; k++) {
+			const struct mlfs_ichunk *c = &l->chunks[idx[k]];
+			struct mlfs_err cerr = { 0 };
+			if (decode_chunk(l, c, buf + (c->blob_off - start), (size_t)(c->blob_len), &cerr) == -EBADMSG) {
+				reread = cs->src.distrust(cs->src.priv);
+				break;
+			}
+			ok[k] = true;
+		}
+		if (reread) {
+			log_warn(MLFS_AREA_LAYERS, "layer %s: bytes %llu+%zu did not verify: reading them again from the "
+				 "upstream", l->key, (unsigned long long)start, len);
+			rc = cs->src.read(cs->src.priv, start, len, buf, &gerr);
+			atomic_fetch_add(&cs->requests, 1);
+			if (rc == 0)
+				atomic_fetch_add(&cs->bytes_fetched, len);
+		}
 		for (size_t k = g; rc == 0 && k < e; k++) {
 			const struct mlfs_ichunk *c = &l->chunks[idx[k]];
 			struct mlfs_err cerr = { 0 };
+			if (ok[k] && !reread)
+				continue; /* decoded (and written) above */
+			ok[k] = false;
 			int r2 = decode_chunk(l, c, buf + (c->blob_off - start), (size_t)(c->blob_len), &cerr);
 			if (r2 < 0) {
 				if (first_rc) /* the first one is the caller's to report */

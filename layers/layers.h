@@ -60,6 +60,10 @@ struct mlfs_blob_ranges {
 	 * sink in order (a sink returning non-zero aborts with that value). */
 	int (*stream)(void *priv, int (*sink)(void *sp, const void *buf, size_t len), void *sink_priv,
 		      struct mlfs_err *err);
+	/* Optional: bytes read() gave failed their check.  True when asking
+	 * again may bring other bytes (a mirror that served them is no longer
+	 * asked for this blob): the chunks are then read once more. */
+	bool (*distrust)(void *priv);
 };
 
 /* A layer's blob as the manifest describes it, for the seekable formats. */

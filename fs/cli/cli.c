@@ -13,7 +13,7 @@
 static void image_usage(FILE *f, const char *cmd, unsigned flags)
 {
 	fprintf(f, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]"
-		"%s%s%s%s%s [--policy FILE] [--insecure-policy]\n",
+		"%s%s%s%s%s [--policy FILE] [--insecure-policy] [--registries-conf FILE] [--debug[=AREAS]]\n",
 		cmd, flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
 		flags & CLI_FORMAT ? " [--format tar|mtree]" : "",
 		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "",
@@ -23,7 +23,7 @@ static void image_usage(FILE *f, const char *cmd, unsigned flags)
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)
 {
 	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT, OPT_OFFLINE, OPT_CACHE_MAX,
-	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY, OPT_HELP };
+	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY, OPT_HELP, OPT_REGISTRIES_CONF, OPT_DEBUG };
 	static const struct option longopts[] = {
 		{ "platform", required_argument, NULL, OPT_PLATFORM },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
@@ -38,6 +38,8 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		{ "insecure-policy", no_argument, NULL, OPT_INSECURE_POLICY },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "registries-conf", required_argument, NULL, OPT_REGISTRIES_CONF },
+		{ "debug", optional_argument, NULL, OPT_DEBUG },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(out, 0, sizeof *out);
@@ -62,6 +64,18 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		case OPT_CACHE: out->opts.cache_dir = optarg; break;
 		case OPT_POLICY: out->opts.policy = optarg; break;
 		case OPT_INSECURE_POLICY: out->opts.insecure_policy = true; break;
+		case OPT_REGISTRIES_CONF: out->opts.registries_conf = optarg; break;
+		case OPT_DEBUG: {
+			/* The same as `mlfs --debug[=AREAS] COMMAND`, after the command:
+			 * e.g. which endpoints were tried for a reference, and why. */
+			unsigned areas = MLFS_AREA_ALL;
+			if (optarg && mlfs_log_parse_areas(optarg, &areas) < 0) {
+				fprintf(stderr, "mlfs: error: unknown debug area in \"%s\"\n", optarg);
+				return -EINVAL;
+			}
+			mlfs_log_setup(MLFS_LOG_DEBUG, areas, false);
+			break;
+		}
 		case OPT_CACHE_MAX:
 			if (!(flags & CLI_LAYERS))
 				goto usage;

@@ -47,6 +47,14 @@ int main(void)
 		mount_opts_clear(&o);
 	}
 	{
+		char *a[] = { "mount.mlfs", "r", "/m", "-o", "registries-conf=/etc/r.conf,registries-conf=/x/mine.conf",
+			      NULL };
+		tap_is_int(parse(&o, &err, 5, a), 0, "registries-conf=");
+		tap_is_str(o.registries_conf, "/x/mine.conf", "registries-conf=: the last one counts");
+		mount_opts_clear(&o);
+		tap_ok(o.registries_conf == NULL, "registries-conf freed");
+	}
+	{
 		char *a[] = { "mount.mlfs", "-oplatform=linux/s390x", "r", "/m", "-d", NULL };
 		tap_is_int(parse(&o, &err, 5, a), 0, "-oOPTS glued, flags before args");
 		tap_is_str(o.platform, "linux/s390x", "glued platform");

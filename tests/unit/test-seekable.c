@@ -23,6 +23,7 @@ struct blobsrc {
 	uint64_t bytes;
 	int64_t corrupt_at;  /* flip this blob byte in what is served; -1: none */
 	bool refuse;         /* answer -ERANGE, as for a registry that ignores Range */
+	unsigned distrusted; /* distrust() calls: each one stops the corruption (a mirror left out) */
 	uint64_t last_off, last_len;
 };
 
@@ -40,6 +41,15 @@ static int src_read(void *priv, uint64_t off, size_t len, void *buf, struct mlfs
 	if (s->corrupt_at >= 0 && (uint64_t)s->corrupt_at >= off && (uint64_t)s->corrupt_at < off + len)
 		((unsigned char *)buf)[s->corrupt_at - (int64_t)off] ^= 0x40;
 	return 0;
+}
+
+static bool src_distrust(void *priv)
+{
+	struct blobsrc *s = priv;
+	s->distrusted++;
+	bool changed = s->corrupt_at >= 0;
+	s->corrupt_at = -1;
+	return changed;
 }
 
 /* The whole blob, in odd-sized pieces, as a registry GET would stream it. */
@@ -108,7 +118,7 @@ static int open_seek(const struct fixture *f, const struct mlfs_seekable_desc *s
 	struct blobsrc *own = malloc(sizeof *own);
 	*own = *init;
 	own->fd = open(f->blob, O_RDONLY);
-	struct mlfs_blob_ranges src = { src_read, own, NULL, src_stream };
+	struct mlfs_blob_ranges src = { src_read, own, NULL, src_stream, NULL };
 	*srcp = own;
 	return mlfs_layer_open_seekable(&o, sd, &src, out, err);
 }
@@ -295,6 +305,33 @@ static void check_fixture(const char *name, const char *tmp)
 		mlfs_layer_free(bad);
 	}
 	close_src(s4);
+
+	/* The same corrupt source that can ask elsewhere (a mirror distrusted):
+	 * the read succeeds with the second answer, which is what is cached. */
+	char *c6 = cache_dir(tmp, name, "distrust");
+	struct blobsrc *s6 = malloc(sizeof *s6);
+	*s6 = corrupt;
+	s6->fd = open(f.blob, O_RDONLY);
+	struct mlfs_blob_ranges dsrc = { src_read, s6, NULL, src_stream, src_distrust };
+	struct mlfs_layer_opts o6 = { .cache_dir = c6 };
+	struct mlfs_layer *l6 = NULL;
+	r = mlfs_layer_open_seekable(&o6, &f.sd, &dsrc, &l6, &err);
+	if (r == 0 && text != SIZE_MAX) {
+		unsigned reqs6 = s6->requests;
+		struct mlfs_err rerr = { 0 };
+		r2 = mlfs_layer_fetch(l6, text, 0, sizeof buf, &rerr);
+		tap_ok(r2 == 0 && s6->distrusted == 1 && s6->requests == reqs6 + 2,
+		       "%s: a corrupt chunk is read again once the source distrusts its mirror (%s)", name, rerr.msg);
+		char want[64], got[64];
+		tap_ok(mlfs_layer_pread(l6, text, got, sizeof got, 0) == (ssize_t)sizeof got &&
+		       mlfs_layer_pread(stream, text, want, sizeof want, 0) == (ssize_t)sizeof want &&
+		       !memcmp(got, want, sizeof got), "%s: ... with the right bytes", name);
+	} else {
+		tap_ok(false, "%s: opens with a distrusting source: %s", name, err.msg);
+	}
+	mlfs_layer_free(l6);
+	close_src(s6);
+	free(c6);
 
 	/* A fill of a cold layer: one stream, every chunk, the blob digest
 	 * checked; then the same with one byte wrong outside every chunk (the

@@ -1,0 +1,306 @@
+/* Building a reference's endpoint list (fetch/mirrors.c) from each kind
+ * of file — registries.conf and its drop-ins, containerd's hosts.toml,
+ * Docker's daemon.json — in a throwaway configuration root, and which
+ * one wins when several exist; the refusals (blocked, malformed). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/dirs.h"
+#include "fetch/internal.h"
+#include "tap.h"
+
+static char root[64], home[128];
+
+static void put(const char *rel, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", root, rel);
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s", path);
+	*strrchr(dir, '/') = '\0';
+	mlfs_mkdir_p(dir, 0755);
+	FILE *f = fopen(path, "we");
+	fputs(text, f);
+	fclose(f);
+}
+
+static void drop(const char *rel)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", root, rel);
+	unlink(path);
+}
+
+/* "mirror host/repo [i] [d|t]; ...; upstream host/repo" */
+static void describe(const struct mlfs_endpoints *e, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; i < e->n; i++) {
+		const struct mlfs_endpoint *p = &e->v[i];
+		size_t at = strlen(buf);
+		snprintf(buf + at, len - at, "%s%s %s/%s%s%s", i ? "; " : "", p->mirror ? "mirror" : "upstream", p->host,
+			 p->repo, p->insecure ? " i" : "",
+			 p->pull == MLFS_PULL_DIGEST_ONLY ? " d" : p->pull == MLFS_PULL_TAG_ONLY ? " t" : "");
+	}
+}
+
+static int endpoints(const char *reference, const char *option, char *buf, size_t len, struct mlfs_err *err)
+{
+	struct mlfs_ref ref;
+	struct mlfs_err e;
+	if (mlfs_ref_parse(reference, &ref, &e) < 0) {
+		tap_ok(false, "parse %s", reference);
+		return -EINVAL;
+	}
+	struct mlfs_mirror_opts o = { .registries_conf = option, .root = root, .home = home };
+	struct mlfs_endpoints eps;
+	mlfs_err_clear(err);
+	int r = mlfs_endpoints_for(&ref, &o, &eps, err);
+	buf[0] = '\0';
+	if (r == 0)
+		describe(&eps, buf, len);
+	mlfs_endpoints_clear(&eps);
+	mlfs_ref_clear(&ref);
+	return r;
+}
+
+static void expect(const char *reference, const char *option, const char *want, const char *name)
+{
+	char got[2048];
+	struct mlfs_err err;
+	int r = endpoints(reference, option, got, sizeof got, &err);
+	if (r < 0)
+		tap_diag("error: %s", err.msg);
+	tap_is_str(got, want, name);
+}
+
+/* msg with "ROOT" standing for the configuration root. */
+static void expect_error(const char *reference, const char *option, int code, const char *msg, const char *name)
+{
+	char got[2048], want[2048];
+	struct mlfs_err err;
+	int r = endpoints(reference, option, got, sizeof got, &err);
+	tap_ok(r == -code, "%s: refused", name);
+	const char *at = strstr(msg, "/tmp/ROOT");
+	if (at)
+		snprintf(want, sizeof want, "%.*s%s%s", (int)(at - msg), msg, root, at + strlen("/tmp/ROOT"));
+	else
+		snprintf(want, sizeof want, "%s", msg);
+	tap_is_str(err.msg, want, name);
+}
+
+static const char regconf[] =
+	"unqualified-search-registries = [\"docker.io\"]\n"
+	"[[registry]]\n"
+	"prefix = \"docker.io\"\n"
+	"location = \"docker.io\"\n"
+	"[[registry.mirror]]\n"
+	"location = \"127.0.0.1:5001\"\n"
+	"[[registry.mirror]]\n"
+	"location = \"cache.example/hub/\"\n"
+	"insecure = true\n"
+	"pull-from-mirror = \"digest-only\"\n"
+	"\n"
+	"[[registry]]\n"
+	"prefix = \"docker.io/library/busybox\"\n"
+	"location = \"internal.example:5000/bb\"\n"
+	"\n"
+	"[[registry]]\n"
+	"prefix = \"*.corp.example\"\n"
+	"mirror-by-digest-only = true\n"
+	"[[registry.mirror]]\n"
+	"location = \"corp-mirror.example\"\n"
+	"\n"
+	"[[registry]]\n"
+	"location = \"bad.example\"\n"
+	"blocked = true\n"
+	"\n"
+	"[[registry]]\n"
+	"prefix = \"tags.example\"\n"
+	"location = \"tags.example\"\n"
+	"insecure = true\n"
+	"[[registry.mirror]]\n"
+	"location = \"tagmirror.example\"\n"
+	"pull-from-mirror = \"tag-only\"\n";
+
+static void test_registries_conf(void)
+{
+	put("etc/containers/registries.conf", regconf);
+	expect("127.0.0.1:5000/demo:1", NULL, "upstream 127.0.0.1:5000/demo", "no entry: the registry alone");
+	expect("alpine", NULL,
+	       "mirror 127.0.0.1:5001/library/alpine; mirror cache.example/hub/library/alpine i d; "
+	       "upstream registry-1.docker.io/library/alpine",
+	       "docker.io: mirrors in order (trailing slash dropped), then Docker Hub's API host");
+	expect("busybox:1.36", NULL, "upstream internal.example:5000/bb",
+	       "the longest prefix wins; location rewrites the repository");
+	expect("docker.io/library/busyboxx", NULL,
+	       "mirror 127.0.0.1:5001/library/busyboxx; mirror cache.example/hub/library/busyboxx i d; "
+	       "upstream registry-1.docker.io/library/busyboxx", "a prefix matches at a path boundary only");
+	expect("git.corp.example/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", NULL,
+	       "mirror corp-mirror.example/team/app d; upstream git.corp.example/team/app",
+	       "wildcard prefix: the host's own location; mirror-by-digest-only");
+	expect("corp.example/x", NULL, "upstream corp.example/x", "*.corp.example does not match corp.example");
+	expect("tags.example/x", NULL, "mirror tagmirror.example/x t; upstream tags.example/x i", "tag-only, insecure");
+	expect_error("bad.example/x/y:1", NULL, EACCES,
+		     "bad.example/x/y: the registry is blocked by /tmp/ROOT/etc/containers/registries.conf "
+		     "([[registry]] prefix \"bad.example\", blocked = true)", "blocked");
+}
+
+static void test_dropins_and_option(void)
+{
+	put("etc/containers/registries.conf.d/10-a.conf",
+	    "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n"
+	    "[[registry.mirror]]\nlocation = \"dropin-a.example\"\n");
+	put("etc/containers/registries.conf.d/20-b.conf",
+	    "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n"
+	    "[[registry.mirror]]\nlocation = \"dropin-b.example\"\n");
+	put("etc/containers/registries.conf.d/skip.txt", "not toml [");
+	expect("alpine", NULL, "mirror dropin-b.example/library/alpine; upstream registry-1.docker.io/library/alpine",
+	       "drop-ins in name order, the later overrides");
+	expect("busybox", NULL, "upstream internal.example:5000/bb", "the main file's other entries stay");
+
+	put("opt.conf", "[[registry]]\nprefix = \"quay.io\"\nlocation = \"quay.io\"\n"
+			"[[registry.mirror]]\nlocation = \"q-mirror.example\"\n");
+	char opt[256];
+	snprintf(opt, sizeof opt, "%s/opt.conf", root);
+	expect("quay.io/a/b", opt, "mirror q-mirror.example/a/b; upstream quay.io/a/b",
+	       "--registries-conf replaces the main file");
+	expect("busybox", opt, "mirror dropin-b.example/library/busybox; upstream registry-1.docker.io/library/busybox",
+	       "... the drop-ins still apply (as skopeo's --registries-conf)");
+	drop("etc/containers/registries.conf.d/10-a.conf");
+	drop("etc/containers/registries.conf.d/20-b.conf");
+
+	/* The user's file replaces the system's. */
+	put("home/.config/containers/registries.conf",
+	    "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n"
+	    "[[registry.mirror]]\nlocation = \"user-mirror.example\"\n");
+	expect("busybox", NULL, "mirror user-mirror.example/library/busybox; upstream registry-1.docker.io/library/busybox",
+	       "$HOME/.config/containers/registries.conf replaces /etc's");
+	drop("home/.config/containers/registries.conf");
+
+	expect_error("busybox", "/nonexistent/r.conf", ENOENT,
+		     "registries configuration /nonexistent/r.conf does not exist", "a missing --registries-conf");
+}
+
+static void test_conf_errors(void)
+{
+	static const struct { const char *text, *msg; } bad[] = {
+		{ "[[registry]]\nprefix = \"a.io\"\nlocation = \"a.io\"\n[[registry.mirror]]\n"
+		  "location = \"m.io\"\npull-from-mirror = \"sometimes\"\n",
+		  "registries.conf:6: unsupported pull-from-mirror value \"sometimes\" (all, digest-only or tag-only)" },
+		{ "[[registry]]\ninsecure = true\n",
+		  "registries.conf:1: invalid condition: both location and prefix are unset" },
+		{ "[[registry]]\nprefix = \"a.io\"\n",
+		  "registries.conf:1: invalid condition: location is unset and prefix is not in the format: "
+		  "*.example.com" },
+		{ "[[registry]]\nlocation = \"https://a.io\"\n",
+		  "registries.conf:2: invalid location \"https://a.io\": URI schemes are not supported" },
+		{ "[[registry]]\nlocation = \"a.io\"\ninsecure = \"yes\"\n",
+		  "registries.conf:3: \"insecure\" must be true or false" },
+		{ "[[registry]]\nlocation = \"a.io\"\nmirror-by-digest-only = true\n[[registry.mirror]]\n"
+		  "location = \"m.io\"\npull-from-mirror = \"all\"\n",
+		  "registries.conf:6: cannot set mirror-by-digest-only for the registry and pull-from-mirror for a "
+		  "mirror at the same time" },
+		{ "[[registry]]\nlocation = \"a.io\"\n[[registry.mirror]]\ninsecure = true\n",
+		  "registries.conf:3: invalid condition: mirror location is unset" },
+		{ "[registry]\nlocation = \"a.io\"\n",
+		  "registries.conf:1: \"registry\" must be an array of tables ([[registry]])" },
+		{ "[[registry]]\nlocation = \"a.io\"\npull-from-mirror = \"all\"\n",
+		  "registries.conf:3: pull-from-mirror must not be set for a non-mirror registry" },
+		{ "[[registry]\n", "registries.conf:1: expected ']]' to end the table header" },
+		{ "[[registry]]\nprefix = \"docker.io\"\nlocation = \"user@evil.example\"\n",
+		  "registries.conf: location \"user@evil.example\" does not name a registry host and repository for "
+		  "this reference" },
+		{ "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\n"
+		  "location = \"m.example/Upper\"\n",
+		  "registries.conf: location \"m.example/Upper\" does not name a registry host and repository for "
+		  "this reference" },
+		{ "[[registry]]\n\"pre\\nfix\" = 1\n\"pre\\nfix\" = 2\n",
+		  "registries.conf:3: key \"pre\\x0afix\" is defined twice" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		put("etc/containers/registries.conf", bad[i].text);
+		char want[1024];
+		snprintf(want, sizeof want, "/tmp/ROOT/etc/containers/%s", bad[i].msg);
+		expect_error("busybox", NULL, EINVAL, want, bad[i].msg);
+	}
+	char many[4096] = "[[registry]]\nlocation = \"docker.io\"\n";
+	for (int i = 0; i < 16; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), "[[registry.mirror]]\nlocation = \"m%d.example\"\n", i);
+	put("etc/containers/registries.conf", many);
+	expect_error("busybox", NULL, E2BIG, "docker.io/library/busybox: /tmp/ROOT/etc/containers/registries.conf lists "
+		     "16 mirrors for it: at most 15 are supported", "a bound on the endpoints");
+	put("etc/containers/registries.conf", "[[registry]]\nlocation = \"a.io\"\nunknown-key = 1\n[other]\nx = 1\n");
+	expect("busybox", NULL, "upstream registry-1.docker.io/library/busybox", "unknown keys are ignored");
+	drop("etc/containers/registries.conf");
+}
+
+static void test_hosts_and_daemon(void)
+{
+	put("etc/containerd/certs.d/127.0.0.1:5000/hosts.toml",
+	    "server = \"http://127.0.0.1:5000\"\n"
+	    "[host.\"http://127.0.0.1:5001\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+	    "[host.\"https://pull-only.example\"]\n  capabilities = [\"pull\"]\n  ca = [\"/etc/ca.pem\"]\n"
+	    "[host.\"https://push-only.example\"]\n  capabilities = [\"push\"]\n"
+	    "[host.\"https://path.example/v2/proxy\"]\n"
+	    "[host.\"https://noverify.example\"]\n  skip_verify = true\n");
+	expect("127.0.0.1:5000/demo:1", NULL,
+	       "mirror 127.0.0.1:5001/demo i; mirror pull-only.example/demo d; mirror noverify.example/demo i; "
+	       "upstream 127.0.0.1:5000/demo i",
+	       "hosts.toml: hosts in order (pull only: digests; push only and paths skipped), then server");
+	put("etc/containerd/certs.d/docker.io/hosts.toml", "[host.\"https://hub-mirror.example\"]\n");
+	expect("alpine", NULL, "mirror hub-mirror.example/library/alpine; upstream registry-1.docker.io/library/alpine",
+	       "hosts.toml without server: the registry itself");
+	put("etc/docker/daemon.json", "{\"registry-mirrors\": [\"https://d-mirror.example\", \"http://10.1.1.1:5000/\"],"
+				      " \"debug\": true}");
+	expect("alpine", NULL, "mirror hub-mirror.example/library/alpine; upstream registry-1.docker.io/library/alpine",
+	       "hosts.toml before daemon.json");
+	drop("etc/containerd/certs.d/docker.io/hosts.toml");
+	expect("alpine", NULL,
+	       "mirror d-mirror.example/library/alpine; mirror 10.1.1.1:5000/library/alpine i; "
+	       "upstream registry-1.docker.io/library/alpine", "daemon.json registry-mirrors");
+	expect("quay.io/a/b", NULL, "upstream quay.io/a/b", "daemon.json: docker.io only");
+
+	put("etc/containers/registries.conf", "[[registry]]\nlocation = \"docker.io\"\n[[registry.mirror]]\n"
+					      "location = \"rc-mirror.example\"\n");
+	expect("alpine", NULL, "mirror rc-mirror.example/library/alpine; upstream registry-1.docker.io/library/alpine",
+	       "registries.conf before hosts.toml and daemon.json");
+	expect("127.0.0.1:5000/demo", NULL,
+	       "mirror 127.0.0.1:5001/demo i; mirror pull-only.example/demo d; mirror noverify.example/demo i; "
+	       "upstream 127.0.0.1:5000/demo i", "... when it has an entry for the registry");
+	drop("etc/containers/registries.conf");
+
+	put("etc/docker/daemon.json", "{\"registry-mirrors\": [\"ftp://x\"]}");
+	expect_error("alpine", NULL, EINVAL, "/tmp/ROOT/etc/docker/daemon.json: registry-mirrors[0]: not an http(s) URL "
+		     "of a host", "daemon.json: a bad mirror URL");
+	put("etc/docker/daemon.json", "{\"registry-mirrors\": ");
+	expect_error("alpine", NULL, EINVAL, "/tmp/ROOT/etc/docker/daemon.json:1: unexpected token near end of file",
+		     "daemon.json: bad JSON");
+	drop("etc/docker/daemon.json");
+	put("etc/containerd/certs.d/127.0.0.1:5000/hosts.toml", "server = 5\n");
+	expect_error("127.0.0.1:5000/demo", NULL, EINVAL,
+		     "/tmp/ROOT/etc/containerd/certs.d/127.0.0.1:5000/hosts.toml:1: \"server\" must be an http(s) URL "
+		     "without a path", "hosts.toml: a bad server");
+}
+
+int main(void)
+{
+	snprintf(root, sizeof root, "/tmp/mlfs-mirrors.XXXXXX");
+	if (!mkdtemp(root))
+		return 99;
+	snprintf(home, sizeof home, "%s/home", root);
+	mlfs_mkdir_p(home, 0755);
+	test_registries_conf();
+	test_dropins_and_option();
+	test_conf_errors();
+	test_hosts_and_daemon();
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+	if (system(cmd) != 0)
+		return 99;
+	return tap_done();
+}
