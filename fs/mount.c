@@ -121,7 +121,8 @@ int mlfs_cmd_mount(int argc, char **argv)
 	struct mlfs_image_opts io = { .platform = o.platform, .cache_dir = o.cache_dir,
 				      .insecure = o.insecure, .offline = o.offline, .wait_s = o.timeout_s,
 				      .cache_max = o.cache_max, .keep_blobs = o.keep_blobs,
-				      .policy = o.policy, .insecure_policy = o.insecure_policy };
+				      .policy = o.policy, .insecure_policy = o.insecure_policy,
+				      .registries_d = o.registries_d };
 	if (r == 0)
 		cli_cache_startup(o.cache_dir);
 	if (r == 0)

@@ -45,6 +45,8 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		return set_string(&o->cache_dir, v);
 	if (KEY("policy") && v && *v)
 		return set_string(&o->policy, v);
+	if (KEY("registries.d") && v && *v)
+		return set_string(&o->registries_d, v);
 	if (KEY("jobs") && v) {
 		if (parse_uint(v, 64, &o->jobs) < 0)
 			return mlfs_err_set(err, EINVAL, "jobs=%s: give a number from 1 to 64", v);
@@ -146,7 +148,7 @@ int mount_opts_parse(int argc, char **argv, struct mount_opts *o, struct mlfs_er
 		o->foreground = true;
 	if (r == 0 && (!o->ref || !o->mountpoint))
 		r = mlfs_err_set(err, EINVAL, "usage: mount.mlfs REF DIR [-o platform=OS/ARCH[/VARIANT],cache=DIR,"
-				 "insecure,offline,prefetch,jobs=N,timeout=S,cache-max=SIZE,keep-blobs,policy=FILE,insecure-policy,"
+				 "insecure,offline,prefetch,jobs=N,timeout=S,cache-max=SIZE,keep-blobs,policy=FILE,insecure-policy,registries.d=DIR,"
 				 "allow_other,suid,dev] [-f] [-d]");
 	if (r < 0)
 		mount_opts_clear(o);
@@ -159,5 +161,6 @@ void mount_opts_clear(struct mount_opts *o)
 	free(o->cache_dir);
 	free(o->debug_areas);
 	free(o->policy);
-	o->platform = o->cache_dir = o->debug_areas = o->policy = NULL;
+	free(o->registries_d);
+	o->platform = o->cache_dir = o->debug_areas = o->policy = o->registries_d = NULL;
 }

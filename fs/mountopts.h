@@ -25,6 +25,7 @@ struct mount_opts {
 	bool keep_blobs;        /* keep-blobs: compressed blobs stay after indexing */
 	char *policy;           /* policy=FILE: the containers-policy.json to enforce */
 	bool insecure_policy;   /* insecure-policy: no policy check */
+	char *registries_d;     /* registries.d=DIR: where signatures are stored (registries.d(5)) */
 };
 
 #define MOUNT_DEFAULT_JOBS 4

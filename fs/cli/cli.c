@@ -13,7 +13,7 @@
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)
 {
 	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT, OPT_OFFLINE, OPT_CACHE_MAX,
-	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY };
+	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY, OPT_REGISTRIES_D };
 	static const struct option longopts[] = {
 		{ "platform", required_argument, NULL, OPT_PLATFORM },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
@@ -26,6 +26,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		{ "keep-blobs", no_argument, NULL, OPT_KEEP_BLOBS },
 		{ "policy", required_argument, NULL, OPT_POLICY },
 		{ "insecure-policy", no_argument, NULL, OPT_INSECURE_POLICY },
+		{ "registries.d", required_argument, NULL, OPT_REGISTRIES_D },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(out, 0, sizeof *out);
@@ -43,6 +44,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		case OPT_CACHE: out->opts.cache_dir = optarg; break;
 		case OPT_POLICY: out->opts.policy = optarg; break;
 		case OPT_INSECURE_POLICY: out->opts.insecure_policy = true; break;
+		case OPT_REGISTRIES_D: out->opts.registries_d = optarg; break;
 		case OPT_CACHE_MAX:
 			if (!(flags & CLI_LAYERS))
 				goto usage;
