@@ -161,8 +161,8 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 			snprintf(msg, sizeof msg, "no signature found (none at %s%s)", url ? url : base,
 				 digests[1] ? ", nor for the index" : "");
 		else
-			snprintf(msg, sizeof msg, "none of %u signature%s accepted: %s", found, found > 1 ? "s" : "",
-				 first_why);
+			snprintf(msg, sizeof msg, "%s%u signature%s accepted: %s", found > 1 ? "none of " : "not the ",
+				 found, found > 1 ? "s" : "", first_why);
 		r = refuse(v, name, d, i, msg);
 	}
 	mlfs_gpg_free(g);
