@@ -313,10 +313,12 @@ struct mlfs_policy_subject {
 	const char *index_digest;         /* the index it was chosen from, or NULL: a signature over it counts too */
 	const char *registries_d;         /* --registries.d; NULL: mlfs_registries_d_locate()'s choice */
 	bool offline;                     /* no network: http(s) lookaside stores refuse */
+	struct mlfs_registry *reg;        /* where sigstore attachments are fetched from */
 };
 
-/* Every signedBy requirement of the scopes that apply to s->ref, checked
- * against the signatures in the lookaside store registries.d names.
+/* Every signedBy and sigstoreSigned requirement of the scopes that apply
+ * to s->ref, checked against the signatures in the lookaside store
+ * registries.d names (GPG), or attached in the registry (sigstore).
  * 0, with *signed_by (malloc'd, may be NULL: nothing required) saying who
  * signed; -EACCES + err: one line naming the policy, the scope and what
  * was missing or wrong.  -ENOMEM and the like for the rest. */

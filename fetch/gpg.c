@@ -180,6 +180,8 @@ int mlfs_gpg_verify(struct mlfs_gpg *g, const void *sig, size_t len, void **cont
 	snprintf(fpr, fpr_len, "%s", s && s->fpr ? s->fpr : "");
 	if (e)
 		snprintf(why, why_len, "not an OpenPGP signed message (%s)", gpgme_strerror(e));
+	else if (!n)
+		snprintf(why, why_len, "the file holds no OpenPGP signature (damaged?)");
 	else if (n != 1)
 		snprintf(why, why_len, "%zu OpenPGP signatures in one message (want 1)", n);
 	else if (gpgme_err_code(s->status) == GPG_ERR_NO_PUBKEY)

@@ -112,7 +112,8 @@ static int verify_signatures(struct mlfs_image *img, const struct mlfs_image_opt
 {
 	struct mlfs_policy_subject s = { .ref = &img->ref, .manifest_digest = man->digest,
 					 .index_digest = top->body ? top->digest : NULL,
-					 .registries_d = opts->registries_d, .offline = img->offline };
+					 .registries_d = opts->registries_d, .offline = img->offline,
+					 .reg = img->reg };
 	int r = mlfs_policy_verify(policy, &s, &img->signed_by, err);
 	if (r < 0)
 		return r;

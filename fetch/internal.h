@@ -239,6 +239,9 @@ int mlfs_policy_only_keys(const struct mlfs_policy_ctx *c, const char *where, js
 /* A non-empty string, or NULL when absent (an error when `required`). */
 int mlfs_policy_get_string(const struct mlfs_policy_ctx *c, const char *where, json_t *obj, const char *key,
 			   bool required, char **out);
+/* Base64 as Go's StdEncoding reads it (padded; CR and LF skipped): into
+ * out->data (malloc'd).  -EINVAL when malformed, -ENOMEM. */
+int mlfs_base64_decode(const char *s, size_t n, struct mlfs_policy_blob *out);
 /* policyident.c: a signedIdentity / baseLayerIdentity object. */
 int mlfs_policy_identity_parse(const struct mlfs_policy_ctx *c, const char *where, json_t *j,
 			       struct mlfs_policy_identity *id);
@@ -252,8 +255,8 @@ int mlfs_policy_locate_in(const char *option, const char *env, const char *home,
 enum mlfs_policy_verdict {
 	MLFS_POLICY_ACCEPT,
 	MLFS_POLICY_REJECT,              /* a "reject" requirement */
-	MLFS_POLICY_NEEDS_SIGNATURES,    /* signedBy GPGKeys: verified against the image (policyverify.c) */
-	MLFS_POLICY_UNSUPPORTED,         /* signedBaseLayer, sigstoreSigned, non-GPG keyTypes, no gpgme */
+	MLFS_POLICY_NEEDS_SIGNATURES,    /* signedBy GPGKeys, sigstoreSigned with keys: verified (policyverify.c) */
+	MLFS_POLICY_UNSUPPORTED,         /* signedBaseLayer, Fulcio, Rekor, pki, non-GPG keyTypes, no gpgme */
 };
 
 struct mlfs_policy_decision {
@@ -377,3 +380,36 @@ void mlfs_gpg_free(struct mlfs_gpg *g);
  * the signing key's fingerprint; -EBADMSG with why otherwise. */
 int mlfs_gpg_verify(struct mlfs_gpg *g, const void *sig, size_t len, void **content, size_t *content_len,
 		    char *fpr, size_t fpr_len, char *why, size_t why_len);
+
+/* ---- sigattach.c: sigstore signatures attached in the registry ----------- */
+
+#define MLFS_SIG_LAYERS_MAX 128
+
+/* One layer of a cosign ".sig" manifest. */
+struct mlfs_sig_layer {
+	struct mlfs_descriptor desc;     /* digest, size, media_type (the payload blob) */
+	char *signature;                 /* the dev.cosignproject.cosign/signature annotation (base64), or NULL */
+	bool has_cert;                   /* dev.sigstore.cosign/certificate: a Fulcio signature */
+};
+
+/* "sha256-<hex>.sig": the tag cosign stores a digest's signatures under. */
+int mlfs_sig_tag(const char *digest, char *out, size_t len);
+/* The .sig manifest (an OCI or Docker image manifest) into its layers;
+ * -EINVAL with why. */
+int mlfs_sig_manifest_parse(const void *buf, size_t len, struct mlfs_sig_layer **out, size_t *n, char *why,
+			    size_t why_len);
+void mlfs_sig_layers_free(struct mlfs_sig_layer *v, size_t n);
+
+/* ---- sigstore.c: sigstore signatures over libcrypto --------------------- */
+
+struct mlfs_sigstore_keys;
+/* The policy's public keys (PEM; keyPath, keyPaths, keyData, keyDatas):
+ * -EINVAL + err when a source holds none. */
+int mlfs_sigstore_keys_new(const struct mlfs_policy_keys *keys, struct mlfs_sigstore_keys **out,
+			   struct mlfs_err *err);
+void mlfs_sigstore_keys_free(struct mlfs_sigstore_keys *k);
+/* Verifies a base64 signature of payload with any of the keys, as cosign
+ * signs (ECDSA or RSA PKCS#1 v1.5 over SHA-256, Ed25519): 0 and which key
+ * (for messages) in who; -EBADMSG with why. */
+int mlfs_sigstore_verify(const struct mlfs_sigstore_keys *k, const void *payload, size_t len, const char *b64sig,
+			 char *who, size_t who_len, char *why, size_t why_len);

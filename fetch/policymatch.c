@@ -26,9 +26,10 @@
  * that does not is the one reported, as in IsRunningImageAllowed.  What
  * the reference alone decides is decided here, before any request; a
  * signedBy requirement is then checked against the image's signatures
- * (policyverify.c).  What cannot be verified (sigstoreSigned for now,
- * signedBy on a build without gpgme, Fulcio, pki, signedBaseLayer) refuses
- * the image: fail closed, never accept unchecked. */
+ * (policyverify.c), and so is a sigstoreSigned one with public keys.
+ * What cannot be verified (signedBy on a build without gpgme; Fulcio,
+ * Rekor and pki; signedBaseLayer) refuses the image: fail closed, never
+ * accept unchecked. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,8 +118,9 @@ static enum mlfs_policy_verdict req_verdict(const struct mlfs_policy_req *r)
 			return MLFS_POLICY_UNSUPPORTED;
 		return MLFS_POLICY_NEEDS_SIGNATURES;
 	case MLFS_PR_SIGSTORE:
-		/* Not verified yet: refused as unsupported, never accepted unchecked. */
-		return MLFS_POLICY_UNSUPPORTED;
+		if (r->has_fulcio || r->has_pki || r->rekor_keys.kind != MLFS_KEYS_NONE)
+			return MLFS_POLICY_UNSUPPORTED;
+		return MLFS_POLICY_NEEDS_SIGNATURES;
 	case MLFS_PR_BASE_LAYER:
 		break;
 	}
@@ -219,10 +221,7 @@ static const char *why(const struct mlfs_policy_decision *d)
 		       "or use a policy that accepts this image";
 	if (r->has_fulcio || r->rekor_keys.kind != MLFS_KEYS_NONE)
 		return "Fulcio certificates and Rekor entries are not supported yet";
-	if (r->has_pki)
-		return "pki certificates are not supported yet";
-	return "sigstore signatures are not supported yet: use a policy that accepts this image, or "
-	       "--insecure-policy";
+	return "pki certificates are not supported yet";
 }
 
 static int check_identity(const struct mlfs_policy *p, const char *identity, struct mlfs_err *err)

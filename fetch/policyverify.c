@@ -48,6 +48,36 @@ static int refuse(struct verify *v, const char *name, const struct mlfs_policy_d
 			    what);
 }
 
+/* The signed JSON of a verified signature (by `who`), against the digest
+ * and the image: 0 (signer filled) or -EBADMSG with why. */
+static int check_payload(const struct mlfs_policy_req *req, enum mlfs_sig_kind kind, const char *name,
+			 const char *digest, const void *content, size_t clen, const char *who, char *signer,
+			 size_t signer_len, char *why, size_t why_len)
+{
+	struct mlfs_sig_payload pl;
+	char inner[200];
+	int r = mlfs_sig_payload_parse(content, clen, kind, &pl, inner, sizeof inner);
+	if (r < 0) {
+		snprintf(why, why_len, "signed by %s, but its content is not a container signature: %s", who, inner);
+		return r == -ENOMEM ? r : -EBADMSG;
+	}
+	char shown_ref[200], shown_digest[100];
+	mlfs_printable(pl.reference, shown_ref, sizeof shown_ref);
+	mlfs_printable(pl.digest, shown_digest, sizeof shown_digest);
+	if (strcmp(pl.digest, digest)) {
+		snprintf(why, why_len, "signed by %s for the manifest %s, not %s", who, shown_digest, digest);
+		r = -EBADMSG;
+	} else if (!mlfs_sig_identity_matches(&req->identity, name, pl.reference)) {
+		snprintf(why, why_len, "signed by %s as \"%s\", which the policy's signedIdentity does not accept "
+			 "for %s", who, shown_ref, name);
+		r = -EBADMSG;
+	} else {
+		snprintf(signer, signer_len, "%s as %s (manifest %s)", who, shown_ref, digest);
+	}
+	mlfs_sig_payload_clear(&pl);
+	return r;
+}
+
 /* One signature file against one digest: 0 when accepted (who in
  * signer), else why not. */
 static int check_one(struct mlfs_gpg *g, const struct mlfs_policy_req *req, const char *name, const char *digest,
@@ -59,41 +89,29 @@ static int check_one(struct mlfs_gpg *g, const struct mlfs_policy_req *req, cons
 	int r = mlfs_gpg_verify(g, sig, len, &content, &clen, fpr, sizeof fpr, why, why_len);
 	if (r < 0)
 		return r;
-	struct mlfs_sig_payload pl;
-	char inner[200];
-	if ((r = mlfs_sig_payload_parse(content, clen, MLFS_SIG_SIMPLE, &pl, inner, sizeof inner)) < 0) {
-		snprintf(why, why_len, "signed by %s, but its content is not a container signature: %s", fpr, inner);
-		return r;
-	}
-	char shown_ref[200], shown_digest[100];
-	mlfs_printable(pl.reference, shown_ref, sizeof shown_ref);
-	mlfs_printable(pl.digest, shown_digest, sizeof shown_digest);
-	if (strcmp(pl.digest, digest)) {
-		snprintf(why, why_len, "signed by %s for the manifest %s, not %s", fpr, shown_digest, digest);
-		r = -EBADMSG;
-	} else if (!mlfs_sig_identity_matches(&req->identity, name, pl.reference)) {
-		snprintf(why, why_len, "signed by %s as \"%s\", which the policy's signedIdentity does not accept "
-			 "for %s", fpr, shown_ref, name);
-		r = -EBADMSG;
-	} else {
-		snprintf(signer, signer_len, "GPG key %s as %s (manifest %s)", fpr, shown_ref, digest);
-	}
-	mlfs_sig_payload_clear(&pl);
-	return r;
+	char who[80];
+	snprintf(who, sizeof who, "GPG key %s", fpr);
+	return check_payload(req, MLFS_SIG_SIMPLE, name, digest, content, clen, who, signer, signer_len, why, why_len);
+}
+
+static int load_registries_d(struct verify *v, const char *name, const struct mlfs_policy_decision *d, size_t i)
+{
+	struct mlfs_err e = { 0 };
+	if (v->regd)
+		return 0;
+	_cleanup_free_ char *dir = mlfs_registries_d_locate(v->s->registries_d);
+	if (!dir)
+		return mlfs_err_set(v->err, ENOMEM, "out of memory");
+	return mlfs_registries_d_load(dir, &v->regd, &e) < 0 ? refuse(v, name, d, i, e.msg) : 0;
 }
 
 static int signed_by(struct verify *v, const char *name, const struct mlfs_policy_decision *d, size_t i)
 {
 	const struct mlfs_policy_req *req = &d->reqs->v[i];
 	struct mlfs_err e = { 0 };
-	int r;
-	if (!v->regd) {
-		_cleanup_free_ char *dir = mlfs_registries_d_locate(v->s->registries_d);
-		if (!dir)
-			return mlfs_err_set(v->err, ENOMEM, "out of memory");
-		if ((r = mlfs_registries_d_load(dir, &v->regd, &e)) < 0)
-			return refuse(v, name, d, i, e.msg);
-	}
+	int r = load_registries_d(v, name, d, i);
+	if (r < 0)
+		return r;
 	const char *from = NULL;
 	_cleanup_free_ char *base = mlfs_registries_d_lookaside(v->regd, name, v->s->ref->path, &from);
 	if (!base)
@@ -170,6 +188,119 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 	return r;
 }
 
+/* One layer of a .sig manifest: its payload fetched by digest, its
+ * signature checked with the keys, then the payload.  0: accepted. */
+static int sigstore_layer(struct verify *v, struct mlfs_sigstore_keys *keys, const struct mlfs_policy_req *req,
+			  const char *name, const char *digest, const struct mlfs_sig_layer *l, char *signer,
+			  size_t signer_len, char *why, size_t why_len)
+{
+	struct mlfs_err e = { 0 };
+	if (strcmp(l->desc.media_type, "application/vnd.dev.cosign.simplesigning.v1+json")) {
+		snprintf(why, why_len, "not a cosign simple-signing payload");
+		return -EBADMSG;
+	}
+	if (!l->signature) {
+		snprintf(why, why_len, "no dev.cosignproject.cosign/signature annotation");
+		return -EBADMSG;
+	}
+	struct mlfs_fetched f = { 0 };
+	int r = mlfs_registry_get_small_blob(v->s->reg, v->s->ref->path, &l->desc, &f, &e);
+	if (r < 0) {
+		snprintf(why, why_len, "%.400s", e.msg);
+		return r == -ENOMEM ? r : -EBADMSG;
+	}
+	char who[80];
+	r = mlfs_sigstore_verify(keys, f.body, f.len, l->signature, who, sizeof who, why, why_len);
+	if (r == 0)
+		r = check_payload(req, MLFS_SIG_COSIGN, name, digest, f.body, f.len, who, signer, signer_len, why,
+				  why_len);
+	mlfs_fetched_clear(&f);
+	return r;
+}
+
+/* sigstoreSigned with keys: the signatures cosign attached in the
+ * registry (sigattach.c), where registries.d says to look for them. */
+static int sigstore_signed(struct verify *v, const char *name, const struct mlfs_policy_decision *d, size_t i)
+{
+	const struct mlfs_policy_req *req = &d->reqs->v[i];
+	struct mlfs_err e = { 0 };
+	int r = load_registries_d(v, name, d, i);
+	if (r < 0)
+		return r;
+	char msg[1024];
+	if (!mlfs_registries_d_attachments(v->regd, name)) {
+		snprintf(msg, sizeof msg, "no signature found (sigstore signatures are read from the registry only "
+			 "where registries.d says use-sigstore-attachments: true, and %s does not for this image)",
+			 v->regd->dir);
+		return refuse(v, name, d, i, msg);
+	}
+	if (v->s->offline || !v->s->reg)
+		return refuse(v, name, d, i, "sigstore signatures are attached in the registry, which cannot be "
+			      "asked offline (mount without offline)");
+	struct mlfs_sigstore_keys *keys = NULL;
+	if ((r = mlfs_sigstore_keys_new(&req->keys, &keys, &e)) < 0)
+		return refuse(v, name, d, i, e.msg);
+	const char *digests[2] = { v->s->manifest_digest, NULL };
+	if (v->s->index_digest && *v->s->index_digest && strcmp(v->s->index_digest, v->s->manifest_digest))
+		digests[1] = v->s->index_digest;
+	char first_why[700] = "", why[512], signer[512], tag[128];
+	unsigned found = 0;
+	bool decided = false;
+	for (int k = 0; k < 2 && digests[k] && !decided; k++) {
+		struct mlfs_fetched f = { 0 };
+		if (mlfs_sig_tag(digests[k], tag, sizeof tag) < 0)
+			continue;
+		int g_r = mlfs_registry_get_manifest(v->s->reg, v->s->ref->path, tag, &f, &e);
+		if (g_r == -ENOENT)
+			continue;
+		if (g_r < 0) {
+			r = refuse(v, name, d, i, e.msg);
+			decided = true;
+			break;
+		}
+		struct mlfs_sig_layer *layers = NULL;
+		size_t n = 0;
+		g_r = mlfs_sig_manifest_parse(f.body, f.len, &layers, &n, why, sizeof why);
+		mlfs_fetched_clear(&f);
+		if (g_r < 0) {
+			found++;
+			if (!*first_why)
+				snprintf(first_why, sizeof first_why, "%s: %s", tag, why);
+			continue;
+		}
+		for (size_t j = 0; j < n && !decided; j++) {
+			found++;
+			g_r = sigstore_layer(v, keys, req, name, digests[k], &layers[j], signer, sizeof signer, why,
+					     sizeof why);
+			if (g_r == 0) {
+				log_debug(MLFS_AREA_FETCH, "%s: %s layer %zu accepted: %s", name, tag, j + 1, signer);
+				r = !v->signed_by && !(v->signed_by = strdup(signer))
+					    ? mlfs_err_set(v->err, ENOMEM, "out of memory") : 0;
+				decided = true;
+			} else if (g_r == -ENOMEM) {
+				r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+				decided = true;
+			} else {
+				log_debug(MLFS_AREA_FETCH, "%s: %s layer %zu refused: %s", name, tag, j + 1, why);
+				if (!*first_why)
+					snprintf(first_why, sizeof first_why, "%s layer %zu: %s", tag, j + 1, why);
+			}
+		}
+		mlfs_sig_layers_free(layers, n);
+	}
+	if (!decided) {
+		if (!found)
+			snprintf(msg, sizeof msg, "no signature found (no %s.sig in %s/%s%s)", tag, v->s->ref->domain,
+				 v->s->ref->path, digests[1] ? ", nor for the index" : "");
+		else
+			snprintf(msg, sizeof msg, "%s%u signature%s accepted: %s", found > 1 ? "none of " : "not the ",
+				 found, found > 1 ? "s" : "", first_why);
+		r = refuse(v, name, d, i, msg);
+	}
+	mlfs_sigstore_keys_free(keys);
+	return r;
+}
+
 static int verify_name(struct verify *v, const char *name)
 {
 	struct mlfs_policy_decision d;
@@ -178,11 +309,11 @@ static int verify_name(struct verify *v, const char *name)
 		const struct mlfs_policy_req *req = &d.reqs->v[i];
 		if (req->type == MLFS_PR_ACCEPT)
 			continue;
-		if (req->type != MLFS_PR_SIGNED_BY || d.verdict == MLFS_POLICY_REJECT ||
-		    d.verdict == MLFS_POLICY_UNSUPPORTED)
+		if ((req->type != MLFS_PR_SIGNED_BY && req->type != MLFS_PR_SIGSTORE) ||
+		    d.verdict != MLFS_POLICY_NEEDS_SIGNATURES)
 			/* mlfs_policy_check() refused these already; never accept them here. */
 			return refuse(v, name, &d, i, "not accepted");
-		int r = signed_by(v, name, &d, i);
+		int r = req->type == MLFS_PR_SIGNED_BY ? signed_by(v, name, &d, i) : sigstore_signed(v, name, &d, i);
 		if (r < 0)
 			return r;
 	}

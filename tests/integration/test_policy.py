@@ -169,10 +169,10 @@ def test_signatures_required_message(mlfs, demo, tmp_path):
         'mlfs: error: %s: rejected by policy %s (scope "*.0.0.1": signedBy GPGKeys keyPath '
         '/nonexistent/key.gpg): no signature found (none at file:///nonexistent/sigstore/demo@%s/signature-1, '
         'nor for the index)' % (ref, path, demo.by_platform(demo.index, "linux/amd64")["digest"].replace(":", "=")))
-    # sigstoreSigned: not verified yet, refused as such
+    # sigstoreSigned: only looked for where registries.d allows attachments
     path = write_policy(tmp_path, "s", policy(REJECT, {"*.0.0.1": SIGSTORE}))
-    r = mlfs("pull", "--policy", path, ref)
-    assert r.rc != 0 and "sigstore signatures are not supported yet" in r.stderr, r.stderr
+    r = mlfs("pull", "--policy", path, "--registries.d", regd, ref)
+    assert r.rc != 0 and "use-sigstore-attachments: true" in r.stderr, r.stderr
 
 
 def test_digest_reference_scopes(mlfs, demo, tmp_path):

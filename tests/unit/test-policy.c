@@ -427,10 +427,9 @@ static void test_verdicts(void)
 		  "signedBy GPGKeys keyData" },
 		{ ACCEPT ",{\"type\":\"signedBy\",\"keyType\":\"X509Certificates\",\"keyPath\":\"/c\"}",
 		  MLFS_POLICY_UNSUPPORTED, 1, "signedBy X509Certificates keyPath /c" },
-		/* sigstore: not verified yet, so refused (never accepted unchecked) */
-		{ "{\"type\":\"sigstoreSigned\",\"keyPath\":\"/c.pub\"}", MLFS_POLICY_UNSUPPORTED, 0,
+		{ "{\"type\":\"sigstoreSigned\",\"keyPath\":\"/c.pub\"}", MLFS_POLICY_NEEDS_SIGNATURES, 0,
 		  "sigstoreSigned keyPath /c.pub" },
-		{ "{\"type\":\"sigstoreSigned\",\"keyDatas\":[\"YQ==\",\"YQ==\"]}", MLFS_POLICY_UNSUPPORTED, 0,
+		{ "{\"type\":\"sigstoreSigned\",\"keyDatas\":[\"YQ==\",\"YQ==\"]}", MLFS_POLICY_NEEDS_SIGNATURES, 0,
 		  "sigstoreSigned keyDatas (2)" },
 		{ "{\"type\":\"sigstoreSigned\",\"keyPath\":\"/c.pub\",\"rekorPublicKeyPath\":\"/r\"}",
 		  MLFS_POLICY_UNSUPPORTED, 0, "sigstoreSigned keyPath /c.pub with rekorPublicKey" },
@@ -446,9 +445,9 @@ static void test_verdicts(void)
 		  MLFS_POLICY_REJECT, 0, "reject" },
 		{ "{\"type\":\"signedBy\",\"keyType\":\"GPGKeys\",\"keyPath\":\"/k\"},{\"type\":\"reject\"}",
 		  MLFS_POLICY_REJECT, 1, "reject" },
-		{ "{\"type\":\"signedBy\",\"keyType\":\"GPGKeys\",\"keyPath\":\"/k\"},"
-		  "{\"type\":\"sigstoreSigned\",\"keyPath\":\"/c.pub\"}", MLFS_POLICY_UNSUPPORTED, 1,
-		  "sigstoreSigned keyPath /c.pub" },
+		{ "{\"type\":\"sigstoreSigned\",\"keyPath\":\"/c.pub\"},"
+		  "{\"type\":\"sigstoreSigned\",\"pki\":{\"caRootsPath\":\"/r\",\"subjectEmail\":\"e\"}}",
+		  MLFS_POLICY_UNSUPPORTED, 1, "sigstoreSigned pki" },
 		{ ACCEPT ",{\"type\":\"signedBy\",\"keyType\":\"GPGKeys\",\"keyPath\":\"/k\"}," ACCEPT,
 		  MLFS_POLICY_NEEDS_SIGNATURES, 1, "signedBy GPGKeys keyPath /k" },
 	};
@@ -465,7 +464,7 @@ static void test_verdicts(void)
 		mlfs_policy_decide(p, "x.io/a:1", &d);
 		/* A build without gpgme refuses signedBy outright. */
 		enum mlfs_policy_verdict want = table[i].verdict;
-		if (want == MLFS_POLICY_NEEDS_SIGNATURES && !mlfs_gpg_available())
+		if (want == MLFS_POLICY_NEEDS_SIGNATURES && strstr(table[i].reqs, "signedBy") && !mlfs_gpg_available())
 			want = MLFS_POLICY_UNSUPPORTED;
 		tap_ok(d.verdict == want && (d.verdict == MLFS_POLICY_ACCEPT || d.req == table[i].req),
 		       "verdict #%zu: %d at %zu", i, (int)d.verdict, d.req);
