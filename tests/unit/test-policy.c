@@ -443,7 +443,7 @@ static void test_verdicts(void)
 		/* AND: a refusal anywhere wins over signatures still to check */
 		{ "{\"type\":\"reject\"},{\"type\":\"signedBy\",\"keyType\":\"GPGKeys\",\"keyPath\":\"/k\"}",
 		  MLFS_POLICY_REJECT, 0, "reject" },
-		{ "{\"type\":\"signedBy\",\"keyType\":\"GPGKeys\",\"keyPath\":\"/k\"},{\"type\":\"reject\"}",
+		{ "{\"type\":\"sigstoreSigned\",\"keyPath\":\"/k\"},{\"type\":\"reject\"}",
 		  MLFS_POLICY_REJECT, 1, "reject" },
 		{ "{\"type\":\"sigstoreSigned\",\"keyPath\":\"/c.pub\"},"
 		  "{\"type\":\"sigstoreSigned\",\"pki\":{\"caRootsPath\":\"/r\",\"subjectEmail\":\"e\"}}",

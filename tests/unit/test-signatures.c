@@ -10,6 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include "fetch/internal.h"
 #include "tap.h"
 
@@ -307,9 +310,103 @@ static void test_lookaside(void)
 	       "ftp:// refused (%s)", err.msg);
 }
 
+/* ---- sigstore: the .sig manifest and the signatures --------------------------- */
+
+static void test_sig_manifest(void)
+{
+	char tag[128], why[256];
+	tap_is_int(mlfs_sig_tag(D1, tag, sizeof tag), 0, "the .sig tag");
+	tap_is_str(tag, "sha256-" "1111111111111111111111111111111111111111111111111111111111111111" ".sig", "its name");
+	static const char manifest[] =
+		"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+		"\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"size\":2,\"digest\":\"" D2 "\"},"
+		"\"layers\":[{\"mediaType\":\"application/vnd.dev.cosign.simplesigning.v1+json\",\"size\":200,"
+		"\"digest\":\"" D1 "\",\"annotations\":{\"dev.cosignproject.cosign/signature\":\"MEUCIQ==\"}},"
+		"{\"mediaType\":\"application/vnd.dev.cosign.simplesigning.v1+json\",\"size\":7,\"digest\":\"" D2 "\","
+		"\"annotations\":{\"dev.sigstore.cosign/certificate\":\"PEM\"}}]}";
+	struct mlfs_sig_layer *l = NULL;
+	size_t n = 0;
+	tap_is_int(mlfs_sig_manifest_parse(manifest, strlen(manifest), &l, &n, why, sizeof why), 0, "a .sig manifest");
+	tap_ok(n == 2 && l && !strcmp(l[0].desc.digest, D1) && l[0].desc.size == 200 &&
+	       !strcmp(l[0].signature, "MEUCIQ==") && !l[0].has_cert, "layer 1: payload and signature");
+	tap_ok(n == 2 && l && !l[1].signature && l[1].has_cert, "layer 2: no signature, a certificate");
+	mlfs_sig_layers_free(l, n);
+	static const char *const bad[] = {
+		"{}", "{\"layers\":{}}", "{\"layers\":[1]}",
+		"{\"layers\":[{\"mediaType\":\"x\",\"size\":1,\"digest\":\"md5:00\"}]}",
+		"{\"layers\":[{\"mediaType\":\"x\",\"size\":1,\"digest\":\"" D1 "\",\"annotations\":"
+		"{\"dev.cosignproject.cosign/signature\":5}}]}",
+		"{\"layers\":[],\"layers\":[]}", "nope",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		why[0] = '\0';
+		int r = mlfs_sig_manifest_parse(bad[i], strlen(bad[i]), &l, &n, why, sizeof why);
+		tap_ok(r == -EINVAL && !l && !n && why[0], "bad .sig manifest #%zu (%s)", i, why);
+	}
+}
+
+/* A key made here, a payload signed as cosign signs it, checked. */
+static void test_sigstore_verify(void)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	EVP_PKEY *other = EVP_EC_gen("P-256");
+	BIO *bio = BIO_new(BIO_s_mem());
+	if (!key || !other || !bio || PEM_write_bio_PUBKEY(bio, key) != 1) {
+		tap_ok(false, "making a P-256 key");
+		return;
+	}
+	char *pem = NULL;
+	long pem_len = BIO_get_mem_data(bio, &pem);
+	struct mlfs_policy_blob data = { .data = (unsigned char *)pem, .len = (size_t)pem_len };
+	struct mlfs_policy_keys keys = { .kind = MLFS_KEYS_DATA, .n = 1, .datas = &data };
+	struct mlfs_sigstore_keys *k = NULL;
+	struct mlfs_err err = { 0 };
+	tap_is_int(mlfs_sigstore_keys_new(&keys, &k, &err), 0, "the key, as PEM keyData");
+
+	static const char payload[] = "{\"critical\":{}}";
+	unsigned char sig[256], sig_other[256];
+	size_t sig_len = sizeof sig, other_len = sizeof sig_other;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	bool signed_ok = EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
+			 EVP_DigestSign(ctx, sig, &sig_len, (const unsigned char *)payload, strlen(payload)) == 1;
+	EVP_MD_CTX_reset(ctx);
+	signed_ok = signed_ok && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, other) == 1 &&
+		    EVP_DigestSign(ctx, sig_other, &other_len, (const unsigned char *)payload, strlen(payload)) == 1;
+	EVP_MD_CTX_free(ctx);
+	char b64[400], b64_other[400], who[80], why[256];
+	EVP_EncodeBlock((unsigned char *)b64, sig, (int)sig_len);
+	EVP_EncodeBlock((unsigned char *)b64_other, sig_other, (int)other_len);
+	tap_ok(signed_ok, "signed");
+	tap_is_int(mlfs_sigstore_verify(k, payload, strlen(payload), b64, who, sizeof who, why, sizeof why), 0,
+		   "a good signature verifies");
+	tap_ok(!strncmp(who, "sigstore key sha256:", 20) && strlen(who) == 36, "named by its key (%s)", who);
+	tap_is_int(mlfs_sigstore_verify(k, payload, strlen(payload) - 1, b64, who, sizeof who, why, sizeof why),
+		   -EBADMSG, "another payload does not");
+	tap_is_int(mlfs_sigstore_verify(k, payload, strlen(payload), b64_other, who, sizeof who, why, sizeof why),
+		   -EBADMSG, "another key's signature does not");
+	tap_is_str(why, "the signature does not verify with the policy's key", "why");
+	tap_is_int(mlfs_sigstore_verify(k, payload, strlen(payload), "!!", who, sizeof who, why, sizeof why), -EBADMSG,
+		   "not base64");
+	tap_is_str(why, "the signature annotation is not base64", "why");
+	mlfs_sigstore_keys_free(k);
+	struct mlfs_policy_blob junk = { .data = (unsigned char *)"junk", .len = 4 };
+	keys.datas = &junk;
+	tap_ok(mlfs_sigstore_keys_new(&keys, &k, &err) == -EINVAL && strstr(err.msg, "holds no PEM public key"),
+	       "keyData without a key (%s)", err.msg);
+	char *paths[] = { "/nonexistent/cosign.pub" };
+	struct mlfs_policy_keys files = { .kind = MLFS_KEYS_PATH, .n = 1, .paths = paths };
+	tap_ok(mlfs_sigstore_keys_new(&files, &k, &err) < 0 && strstr(err.msg, "/nonexistent/cosign.pub"),
+	       "a missing key file, named (%s)", err.msg);
+	BIO_free(bio);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(other);
+}
+
 int main(void)
 {
 	test_payload();
+	test_sig_manifest();
+	test_sigstore_verify();
 	test_identity();
 	test_registries_d();
 	test_lookaside();
