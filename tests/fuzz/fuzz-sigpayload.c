@@ -1,8 +1,10 @@
 /* The signed JSON of a signature (fetch/sigpayload.c) on arbitrary bytes,
  * as simple signing and as cosign, and, when it parses, its reference
  * through signedIdentity matching (fetch/sigmatch.c) against itself and
- * a fixed image.  The contract: a refusal gives a reason and no fields; a
- * success gives the digest and the reference. */
+ * a fixed image; the same bytes as a cosign .sig manifest
+ * (fetch/sigattach.c).  The contract: a refusal gives a reason and no
+ * fields; a success gives the digest and the reference, or layers with
+ * valid digests. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,5 +39,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 		}
 		mlfs_sig_payload_clear(&p);
 	}
+	struct mlfs_sig_layer *layers = NULL;
+	size_t n_layers = 0;
+	char why[256] = "";
+	if (mlfs_sig_manifest_parse(d, n, &layers, &n_layers, why, sizeof why) < 0) {
+		if (layers || n_layers || !why[0])
+			abort();
+		return 0;
+	}
+	for (size_t i = 0; i < n_layers; i++)
+		if (mlfs_digest_validate(layers[i].desc.digest) < 0 || !layers[i].desc.media_type)
+			abort();
+	mlfs_sig_layers_free(layers, n_layers);
 	return 0;
 }
