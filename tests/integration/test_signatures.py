@@ -358,3 +358,34 @@ def test_registries_d_errors(mlfs, signing, tmp_path):
                 % (signing.host, signing.host, signing.lookaside))
     r = mlfs("inspect", "--policy", policy, "--registries.d", specific, ref)
     assert r.rc != 0 and "none at file:///nonexistent/signed@sha256=" in r.stderr, r.stderr
+
+
+def test_every_platform(mlfs, mounter, signing, demo, tmp_path):
+    """skopeo copy --all --sign-by signs each platform's manifest: each is
+    accepted for its own digest (what a board of that platform mounts);
+    a platform whose signature is removed is refused, the others not."""
+    policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+    ref = "%s/signed:latest" % signing.host
+    platforms = [p for p, _ in demo.index["platforms"]]
+    assert len(platforms) > 1
+    body, _, _ = signing.client.get_manifest("signed", "latest")
+    by_platform = {"%s/%s%s" % (m["platform"]["os"], m["platform"]["architecture"],
+                                "/" + m["platform"]["variant"] if m["platform"].get("variant") else ""): m["digest"]
+                   for m in json.loads(body)["manifests"]}
+    for plat in platforms:
+        r = mlfs("inspect", "--json", "--platform", plat, "--policy", policy, "--registries.d", signing.regd, ref)
+        assert_ok(r)
+        j = json.loads(r.stdout)
+        assert j["manifest_digest"] == by_platform[plat] and by_platform[plat] in j["signed_by"], (plat, j)
+    m = mounter.mount(ref, "platform=" + platforms[-1], "policy=" + policy, "registries.d=" + signing.regd)
+    assert m.ok and os.listdir(m.mountpoint)
+    m.unmount()
+    # One platform's signature gone, and the index's: that platform is refused
+    d = os.path.join(str(tmp_path), "lookaside")
+    shutil.copytree(signing.lookaside, d)
+    shutil.rmtree(sig_dir(d, "signed", by_platform[platforms[0]]))
+    shutil.rmtree(sig_dir(d, "signed", image_digests(signing.client, "signed")[0]))
+    regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, "file://" + d)
+    r = mlfs("inspect", "--platform", platforms[0], "--policy", policy, "--registries.d", regd, ref)
+    assert r.rc != 0 and "no signature found" in r.stderr, r.stderr
+    assert_ok(mlfs("inspect", "--platform", platforms[1], "--policy", policy, "--registries.d", regd, ref))
