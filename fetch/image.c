@@ -3,7 +3,13 @@
  * The order is the data's: the tag (or digest) answers with an index or a
  * manifest; an index is narrowed to one platform, whose manifest is then
  * fetched by digest (and so verified); the manifest names the config, a
- * small blob fetched by digest too.  Nothing here touches a layer. */
+ * small blob fetched by digest too.  Nothing here touches a layer.
+ *
+ * The trust policy is the first step and, when it wants signatures, the
+ * step after the platform's manifest is known: until they verify
+ * (policyverify.c) nothing of the image is kept in the cache, so a
+ * refused image leaves no trace there, and the config is not even asked
+ * for.  mount, inspect, export, pull and chroot all open images here. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
