@@ -22,7 +22,9 @@ case $arch in
 esac
 build=$top/build-$arch
 sysroot=$top/build-$arch-sysroot
-dev=(libfuse3-dev libcurl4-openssl-dev libjansson-dev libzstd-dev libarchive-dev libssl-dev)
+# No libgpgme-dev: meson's gpgme feature (auto) finds none in the sysroot,
+# and these builds refuse signedBy policies (fetch/gpg.c says so).
+dev=(libfuse3-dev libcurl4-openssl-dev libjansson-dev libzstd-dev libarchive-dev libssl-dev libyaml-dev)
 # The toolchain's libc6-dev-ARCH-cross is what programs link with: the
 # sysroot's libc linker scripts name absolute paths (/lib/TRIPLET/libc.so.6)
 # that exist only where libc6:ARCH is installed.
@@ -42,8 +44,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# The sysroot: made once per architecture, kept between runs.
-if [ ! -f "$sysroot/.complete" ]; then
+# The sysroot: made once per architecture and list of packages, kept between runs.
+if [ "$(cat "$sysroot/.complete" 2>/dev/null)" != "${dev[*]}" ]; then
   echo "making $sysroot from Debian's $arch packages"
   rm -rf "$sysroot" "$sysroot.debs"
   mkdir -p "$sysroot" "$sysroot.debs"
@@ -66,7 +68,7 @@ if [ ! -f "$sysroot/.complete" ]; then
     ln -sfn "$sysroot$(readlink "$link")" "$link"
   done
   rm -rf "$sysroot.debs"
-  touch "$sysroot/.complete"
+  echo "${dev[*]}" > "$sysroot/.complete"
 fi
 
 # The build: a generated file gives the cross file its sysroot.

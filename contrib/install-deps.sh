@@ -7,8 +7,9 @@ packages=(
   # build
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev scdoc   # scdoc: the man pages
   libfuse3-dev libcurl4-openssl-dev libjansson-dev libzstd-dev libarchive-dev libssl-dev
+  libyaml-dev libgpgme-dev         # registries.d(5) YAML; GPG signatures (signedBy policies)
   # run
-  fuse3 ca-certificates bash-completion   # bash-completion: where completions install
+  fuse3 ca-certificates bash-completion gpg   # bash-completion: where completions install; gpgme runs gpg
   # tests and demo: a real registry, real image tools, real foreign binaries
   docker-registry umoci skopeo busybox-static qemu-user-static
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images

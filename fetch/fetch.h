@@ -365,12 +365,33 @@ int mlfs_policy_load(const char *path, struct mlfs_policy **out, struct mlfs_err
 int mlfs_policy_parse(const void *buf, size_t len, const char *name, struct mlfs_policy **out,
 		      struct mlfs_err *err);
 void mlfs_policy_free(struct mlfs_policy *p);
-/* Whether the policy lets `ref` be used, by the docker transport's scopes.
- * 0: accepted.  -EACCES + err (one line naming the file, the scope and the
- * requirement): rejected, or it requires signatures, which mlfs cannot
- * verify yet (fail closed).  A reference with a tag and a digest must be
- * accepted under both names. */
+/* Whether the policy lets `ref` be used, by the docker transport's scopes,
+ * as far as the reference alone decides.  0: accepted.  1: accepted if
+ * its signatures verify (mlfs_policy_verify(), once the manifest is
+ * known).  -EACCES + err (one line naming the file, the scope and the
+ * requirement): rejected, or it requires what mlfs cannot verify (fail
+ * closed).  A reference with a tag and a digest must be accepted under
+ * both names. */
 int mlfs_policy_check(const struct mlfs_policy *p, const struct mlfs_ref *ref, struct mlfs_err *err);
+
+/* What a policy's signature requirements are checked against. */
+struct mlfs_policy_subject {
+	const struct mlfs_ref *ref;       /* as the user named it */
+	const char *manifest_digest;      /* the platform's manifest: what is mounted */
+	const char *index_digest;         /* the index it was chosen from, or NULL: a signature over it counts too */
+	const char *registries_d;         /* --registries.d; NULL: mlfs_registries_d_locate()'s choice */
+	bool offline;                     /* no network: http(s) lookaside stores refuse */
+	struct mlfs_registry *reg;        /* where sigstore attachments are fetched from */
+};
+
+/* Every signedBy and sigstoreSigned requirement of the scopes that apply
+ * to s->ref, checked against the signatures in the lookaside store
+ * registries.d names (GPG), or attached in the registry (sigstore).
+ * 0, with *signed_by (malloc'd, may be NULL: nothing required) saying who
+ * signed; -EACCES + err: one line naming the policy, the scope and what
+ * was missing or wrong.  -ENOMEM and the like for the rest. */
+int mlfs_policy_verify(const struct mlfs_policy *p, const struct mlfs_policy_subject *s, char **signed_by,
+		       struct mlfs_err *err);
 
 /* ---- one resolved image (image.c) -------------------------------------- */
 
@@ -394,6 +415,7 @@ struct mlfs_image_opts {
 	void *progress_priv;
 	/* Mirrors (mirrors.c): where the registry configuration is read from. */
 	const char *registries_conf; /* --registries-conf: this file alone; NULL: the usual places */
+	const char *registries_d; /* registries.d directory; NULL: mlfs_registries_d_locate()'s choice */
 };
 
 struct mlfs_image {
@@ -416,6 +438,8 @@ struct mlfs_image {
 	bool cancelled;                        /* mlfs_image_cancel() was called (atomic) */
 	mlfs_progress_fn progress;             /* from the opts; NULL: nobody listens */
 	void *progress_priv;
+	char *signed_by;                       /* who signed, when the policy required signatures; else NULL */
+	bool hold;                             /* while opening: signatures unchecked, keep nothing in the cache */
 };
 
 int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts,

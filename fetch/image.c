@@ -3,7 +3,13 @@
  * The order is the data's: the tag (or digest) answers with an index or a
  * manifest; an index is narrowed to one platform, whose manifest is then
  * fetched by digest (and so verified); the manifest names the config, a
- * small blob fetched by digest too.  Nothing here touches a layer. */
+ * small blob fetched by digest too.  Nothing here touches a layer.
+ *
+ * The trust policy is the first step and, when it wants signatures, the
+ * step after the platform's manifest is known: until they verify
+ * (policyverify.c) nothing of the image is kept in the cache, so a
+ * refused image leaves no trace there, and the config is not even asked
+ * for.  mount, inspect, export, pull and chroot all open images here. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +32,7 @@ static int fetch_by_digest(struct mlfs_image *img, const struct mlfs_descriptor 
 				    d->digest, img->canonical, img->cache_dir);
 	r = small_blob ? mlfs_registry_get_small_blob(img->reg, d, f, err)
 		       : mlfs_registry_get_manifest(img->reg, d->digest, f, err);
-	if (r == 0 && mlfs_metacache_put(img->cache_dir, f) < 0)
+	if (r == 0 && !img->hold && mlfs_metacache_put(img->cache_dir, f) < 0)
 		log_warn(MLFS_AREA_FETCH, "cannot keep %s in the cache %s", d->digest, img->cache_dir);
 	return r;
 }
@@ -44,7 +50,7 @@ static int fetch_top(struct mlfs_image *img, struct mlfs_fetched *f, struct mlfs
 		return fetch_by_digest(img, &d, false, f, err);
 	}
 	int r = mlfs_registry_get_manifest(img->reg, mlfs_ref_reference(&img->ref), f, err);
-	if (r < 0)
+	if (r < 0 || img->hold)
 		return r;
 	if (mlfs_metacache_put(img->cache_dir, f) < 0 ||
 	    mlfs_metacache_put_ref(img->cache_dir, &img->ref, f->digest, f->media) < 0)
@@ -71,12 +77,13 @@ static int pick_platform(struct mlfs_image *img, const struct mlfs_fetched *top,
 }
 
 /* The trust policy, decided from the reference alone before anything is
- * asked of the registry or the cache: "reject" needs nothing more, and
- * until signatures are verified neither does anything else (a scope that
- * requires them refuses).  Signature checks will need the manifest's
- * digest and come after fetch_top(). */
-static int check_policy(const struct mlfs_image *img, const struct mlfs_image_opts *opts, struct mlfs_err *err)
+ * asked of the registry or the cache: "reject" needs nothing more.  When
+ * signatures must be checked, *policy is kept for verify_signatures()
+ * and img->hold set: nothing is kept in the cache until they verify. */
+static int check_policy(struct mlfs_image *img, const struct mlfs_image_opts *opts, struct mlfs_policy **policy,
+			struct mlfs_err *err)
 {
+	*policy = NULL;
 	if (opts->insecure_policy) {
 		log_debug(MLFS_AREA_FETCH, "%s: no policy check (insecure-policy)", img->canonical);
 		return 0;
@@ -89,13 +96,42 @@ static int check_policy(const struct mlfs_image *img, const struct mlfs_image_op
 			  "/etc/containers/policy.json): every image is accepted", img->canonical);
 		return 0;
 	}
-	struct mlfs_policy *policy = NULL;
-	int r = mlfs_policy_load(path, &policy, err);
+	int r = mlfs_policy_load(path, policy, err);
 	free(path);
 	if (r == 0)
-		r = mlfs_policy_check(policy, &img->ref, err);
-	mlfs_policy_free(policy);
+		r = mlfs_policy_check(*policy, &img->ref, err);
+	if (r > 0) {
+		img->hold = true;
+		return 0;
+	}
+	mlfs_policy_free(*policy);
+	*policy = NULL;
 	return r;
+}
+
+/* The manifest to mount is known (and the index it came from): the
+ * policy's signature requirements are checked against them
+ * (policyverify.c), then what was held back goes into the cache. */
+static int verify_signatures(struct mlfs_image *img, const struct mlfs_image_opts *opts,
+			     const struct mlfs_policy *policy, const struct mlfs_fetched *top,
+			     const struct mlfs_fetched *man, struct mlfs_err *err)
+{
+	struct mlfs_policy_subject s = { .ref = &img->ref, .manifest_digest = man->digest,
+					 .index_digest = top->body ? top->digest : NULL,
+					 .registries_d = opts->registries_d, .offline = img->offline,
+					 .reg = img->reg };
+	int r = mlfs_policy_verify(policy, &s, &img->signed_by, err);
+	if (r < 0)
+		return r;
+	img->hold = false;
+	if (img->offline)
+		return 0; /* read from the cache: already there */
+	if ((top->body && mlfs_metacache_put(img->cache_dir, top) < 0) || mlfs_metacache_put(img->cache_dir, man) < 0 ||
+	    mlfs_metacache_put_ref(img->cache_dir, &img->ref, top->body ? top->digest : man->digest,
+				   top->body ? top->media : man->media) < 0)
+		log_warn(MLFS_AREA_FETCH, "cannot keep the manifest of %s in the cache %s", img->canonical,
+			 img->cache_dir);
+	return 0;
 }
 
 static void warn_platform_mismatch(const struct mlfs_image *img)
@@ -119,6 +155,7 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	if (!img)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	struct mlfs_fetched top = { 0 }, man = { 0 }, cfg = { 0 };
+	struct mlfs_policy *policy = NULL;
 	int r = mlfs_ref_parse(reference, &img->ref, err);
 	if (r < 0)
 		goto fail;
@@ -128,7 +165,7 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 		r = mlfs_err_set(err, ENOMEM, "out of memory");
 		goto fail;
 	}
-	r = check_policy(img, opts, err);
+	r = check_policy(img, opts, &policy, err);
 	if (r < 0)
 		goto fail;
 	if (!img->cache_dir) {
@@ -169,6 +206,11 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 		man = top;
 		memset(&top, 0, sizeof top);
 	}
+	if (policy) {
+		r = verify_signatures(img, opts, policy, &top, &man, err);
+		if (r < 0)
+			goto fail;
+	}
 	memcpy(img->manifest_digest, man.digest, sizeof img->manifest_digest);
 	r = mlfs_manifest_parse(man.body, man.len, man.media, &img->manifest, err);
 	if (r < 0)
@@ -196,9 +238,11 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	mlfs_fetched_clear(&top);
 	mlfs_fetched_clear(&man);
 	mlfs_fetched_clear(&cfg);
+	mlfs_policy_free(policy);
 	*out = img;
 	return 0;
 fail:
+	mlfs_policy_free(policy);
 	mlfs_fetched_clear(&top);
 	mlfs_fetched_clear(&man);
 	mlfs_fetched_clear(&cfg);
@@ -224,6 +268,7 @@ void mlfs_image_free(struct mlfs_image *img)
 	mlfs_index_free(img->index);
 	mlfs_manifest_free(img->manifest);
 	mlfs_config_free(img->config);
+	free(img->signed_by);
 	free(img);
 }
 

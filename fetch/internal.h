@@ -281,6 +281,9 @@ int mlfs_policy_only_keys(const struct mlfs_policy_ctx *c, const char *where, js
 /* A non-empty string, or NULL when absent (an error when `required`). */
 int mlfs_policy_get_string(const struct mlfs_policy_ctx *c, const char *where, json_t *obj, const char *key,
 			   bool required, char **out);
+/* Base64 as Go's StdEncoding reads it (padded; CR and LF skipped): into
+ * out->data (malloc'd).  -EINVAL when malformed, -ENOMEM. */
+int mlfs_base64_decode(const char *s, size_t n, struct mlfs_policy_blob *out);
 /* policyident.c: a signedIdentity / baseLayerIdentity object. */
 int mlfs_policy_identity_parse(const struct mlfs_policy_ctx *c, const char *where, json_t *j,
 			       struct mlfs_policy_identity *id);
@@ -294,8 +297,8 @@ int mlfs_policy_locate_in(const char *option, const char *env, const char *home,
 enum mlfs_policy_verdict {
 	MLFS_POLICY_ACCEPT,
 	MLFS_POLICY_REJECT,              /* a "reject" requirement */
-	MLFS_POLICY_NEEDS_SIGNATURES,    /* signedBy / sigstoreSigned: nothing can verify them yet */
-	MLFS_POLICY_UNSUPPORTED,         /* signedBaseLayer, Fulcio, Rekor, pki, non-GPG keyTypes */
+	MLFS_POLICY_NEEDS_SIGNATURES,    /* signedBy GPGKeys, sigstoreSigned with keys: verified (policyverify.c) */
+	MLFS_POLICY_UNSUPPORTED,         /* signedBaseLayer, Fulcio, Rekor, pki, non-GPG keyTypes, no gpgme */
 };
 
 struct mlfs_policy_decision {
@@ -309,6 +312,8 @@ struct mlfs_policy_decision {
  * "host/repo@sha256:..", with its domain: canonical form) and what they
  * decide without signatures.  Pure: no I/O. */
 void mlfs_policy_decide(const struct mlfs_policy *p, const char *identity, struct mlfs_policy_decision *out);
+/* 'scope "host/repo"', 'scope "" of transport docker' or "default": for messages. */
+void mlfs_policy_scope_describe(const struct mlfs_policy_decision *d, char *buf, size_t len);
 /* "signedBy GPGKeys keyPath /etc/pki/key.gpg" into buf: for messages. */
 void mlfs_policy_req_describe(const struct mlfs_policy_req *r, char *buf, size_t len);
 
@@ -388,3 +393,141 @@ int mlfs_dockerconf_parse(const void *buf, size_t len, const char *name, const s
  * host[:port] or repo not a repository path. */
 int mlfs_endpoints_add(struct mlfs_endpoints *e, const char *domain, const char *repo, bool insecure,
 		       bool mirror, enum mlfs_pull_from pull, const char *ca_file);
+/* ---- registriesd.c: registries.d(5), where signatures are stored -------- */
+
+struct mlfs_regd_ns {
+	char *scope;                     /* a docker scope; NULL for default-docker */
+	char *lookaside;                 /* "lookaside:", or the older "sigstore:"; NULL when neither */
+	int use_attachments;             /* use-sigstore-attachments (or use-cosign-attachments): -1 unset */
+	char *file;                      /* where it was defined, for messages */
+};
+
+struct mlfs_registries_d {
+	char *dir;                       /* for messages */
+	struct mlfs_regd_ns *default_docker; /* NULL when no file has one */
+	size_t n_docker;
+	struct mlfs_regd_ns *docker;
+};
+
+/* Which directory: `option` (--registries.d, -o registries.d=), else
+ * ~/.config/containers/registries.d when it exists, else
+ * /etc/containers/registries.d.  Malloc'd. */
+char *mlfs_registries_d_locate(const char *option);
+/* Every *.yaml of dir merged (a missing dir: empty).  Two files defining
+ * default-docker or the same scope is an error, as in containers/image. */
+int mlfs_registries_d_load(const char *dir, struct mlfs_registries_d **out, struct mlfs_err *err);
+/* One file's YAML merged into c (`name` for messages); -EINVAL + err. */
+int mlfs_registries_d_parse(struct mlfs_registries_d *c, const void *buf, size_t len, const char *name,
+			    struct mlfs_err *err);
+struct mlfs_registries_d *mlfs_registries_d_new(const char *dir);
+void mlfs_registries_d_free(struct mlfs_registries_d *c);
+/* The lookaside store of an image (canonical identity "host/repo:tag" or
+ * "host/repo@sha256:..", and its repository path): the most specific
+ * scope that sets one, then default-docker, then containers/image's
+ * built-in file:///var/lib/containers/sigstore (root) or
+ * file://$HOME/.local/share/containers/sigstore; with "/<repo path>"
+ * appended.  Malloc'd; *from says which scope chose it (static or c's). */
+char *mlfs_registries_d_lookaside(const struct mlfs_registries_d *c, const char *identity, const char *repo_path,
+				  const char **from);
+/* use-sigstore-attachments for the image: the most specific scope that sets it. */
+bool mlfs_registries_d_attachments(const struct mlfs_registries_d *c, const char *identity);
+
+/* policymatch.c: the scopes of a docker identity, most specific first
+ * (the reference, the repository, each namespace, host[:port], host
+ * wildcards); fn returning non-zero stops the walk with that value. */
+int mlfs_policy_scopes_walk(const char *identity, int (*fn)(void *priv, const char *scope, size_t len), void *priv);
+
+/* ---- sigpayload.c: the signed JSON of a signature ------------------------ */
+
+enum mlfs_sig_kind {
+	MLFS_SIG_SIMPLE,                 /* GPG simple signing: "atomic container signature" */
+	MLFS_SIG_COSIGN,                 /* sigstore: "cosign container image signature" */
+};
+
+struct mlfs_sig_payload {
+	char *digest;                    /* critical.image.docker-manifest-digest */
+	char *reference;                 /* critical.identity.docker-reference */
+	char *creator;                   /* optional.creator, or NULL */
+	bool has_timestamp;
+	int64_t timestamp;               /* optional.timestamp */
+};
+
+/* Parses as containers/image does (signature/simple.go, sigstore payload):
+ * exactly the critical fields, the right type, duplicate keys refused.
+ * -EINVAL with why (for a message) filled. */
+int mlfs_sig_payload_parse(const void *buf, size_t len, enum mlfs_sig_kind kind, struct mlfs_sig_payload *out,
+			   char *why, size_t why_len);
+void mlfs_sig_payload_clear(struct mlfs_sig_payload *p);
+
+/* ---- sigmatch.c: a signature's identity against the image's ------------- */
+
+/* Whether a signed docker-reference is acceptable for the image named
+ * `image` (canonical, with a tag or a digest) under signedIdentity id, as
+ * containers/image's policy_reference_match.go decides. */
+bool mlfs_sig_identity_matches(const struct mlfs_policy_identity *id, const char *image, const char *signed_ref);
+
+/* ---- lookaside.c: signature-N files ------------------------------------- */
+
+#define MLFS_SIGNATURE_MAX (4u << 20)  /* containers/image's iolimits.MaxSignatureBodySize */
+#define MLFS_LOOKASIDE_MAX 128         /* signatures read per digest, as containers/image */
+
+struct mlfs_lookaside;
+/* base: what mlfs_registries_d_lookaside() returned.  offline: http(s)
+ * stores refuse (file:// is read as ever). */
+int mlfs_lookaside_new(const char *base, bool offline, struct mlfs_lookaside **out, struct mlfs_err *err);
+void mlfs_lookaside_free(struct mlfs_lookaside *l);
+/* <base>@sha256=<hex>/signature-<n> (n from 1) into *buf (malloc'd):
+ * 0, -ENOENT when there is none, -errno + err otherwise. */
+int mlfs_lookaside_get(struct mlfs_lookaside *l, const char *digest, unsigned n, void **buf, size_t *len,
+		       struct mlfs_err *err);
+/* The URL of signature n, for messages (malloc'd). */
+char *mlfs_lookaside_url(const struct mlfs_lookaside *l, const char *digest, unsigned n);
+
+/* ---- gpg.c: OpenPGP over gpgme ------------------------------------------ */
+
+/* Whether this build verifies OpenPGP signatures (gpgme). */
+bool mlfs_gpg_available(void);
+
+struct mlfs_gpg;
+/* A throwaway GPG home (removed by mlfs_gpg_free) holding exactly the
+ * policy's keys.  -ENOTSUP + err on a build without gpgme; -EINVAL when
+ * the keys hold no OpenPGP public key. */
+int mlfs_gpg_new(const struct mlfs_policy_keys *keys, struct mlfs_gpg **out, struct mlfs_err *err);
+void mlfs_gpg_free(struct mlfs_gpg *g);
+/* Verifies one opaque signed message: 0 with its content (malloc'd) and
+ * the signing key's fingerprint; -EBADMSG with why otherwise. */
+int mlfs_gpg_verify(struct mlfs_gpg *g, const void *sig, size_t len, void **content, size_t *content_len,
+		    char *fpr, size_t fpr_len, char *why, size_t why_len);
+
+/* ---- sigattach.c: sigstore signatures attached in the registry ----------- */
+
+#define MLFS_SIG_LAYERS_MAX 128
+
+/* One layer of a cosign ".sig" manifest. */
+struct mlfs_sig_layer {
+	struct mlfs_descriptor desc;     /* digest, size, media_type (the payload blob) */
+	char *signature;                 /* the dev.cosignproject.cosign/signature annotation (base64), or NULL */
+	bool has_cert;                   /* dev.sigstore.cosign/certificate: a Fulcio signature */
+};
+
+/* "sha256-<hex>.sig": the tag cosign stores a digest's signatures under. */
+int mlfs_sig_tag(const char *digest, char *out, size_t len);
+/* The .sig manifest (an OCI or Docker image manifest) into its layers;
+ * -EINVAL with why. */
+int mlfs_sig_manifest_parse(const void *buf, size_t len, struct mlfs_sig_layer **out, size_t *n, char *why,
+			    size_t why_len);
+void mlfs_sig_layers_free(struct mlfs_sig_layer *v, size_t n);
+
+/* ---- sigstore.c: sigstore signatures over libcrypto --------------------- */
+
+struct mlfs_sigstore_keys;
+/* The policy's public keys (PEM; keyPath, keyPaths, keyData, keyDatas):
+ * -EINVAL + err when a source holds none. */
+int mlfs_sigstore_keys_new(const struct mlfs_policy_keys *keys, struct mlfs_sigstore_keys **out,
+			   struct mlfs_err *err);
+void mlfs_sigstore_keys_free(struct mlfs_sigstore_keys *k);
+/* Verifies a base64 signature of payload with any of the keys, as cosign
+ * signs (ECDSA or RSA PKCS#1 v1.5 over SHA-256, Ed25519): 0 and which key
+ * (for messages) in who; -EBADMSG with why. */
+int mlfs_sigstore_verify(const struct mlfs_sigstore_keys *k, const void *payload, size_t len, const char *b64sig,
+			 char *who, size_t who_len, char *why, size_t why_len);

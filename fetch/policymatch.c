@@ -23,9 +23,13 @@
  * never matches anything, in containers/image as here.
  *
  * Every requirement of the chosen scope must hold (AND), and the first
- * that does not is the one reported, as in IsRunningImageAllowed.  This
- * slice verifies no signature, so a scope that requires one (signedBy,
- * sigstoreSigned) refuses the image: fail closed, never accept unchecked. */
+ * that does not is the one reported, as in IsRunningImageAllowed.  What
+ * the reference alone decides is decided here, before any request; a
+ * signedBy requirement is then checked against the image's signatures
+ * (policyverify.c), and so is a sigstoreSigned one with public keys.
+ * What cannot be verified (signedBy on a build without gpgme; Fulcio,
+ * Rekor and pki; signedBaseLayer) refuses the image: fail closed, never
+ * accept unchecked. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,28 +38,9 @@
 #include "common/log.h"
 #include "fetch/internal.h"
 
-static const struct mlfs_policy_reqs *scope_reqs(const struct mlfs_policy_transport *t, const char *name,
-						 size_t len, const char **scope)
+int mlfs_policy_scopes_walk(const char *identity, int (*fn)(void *priv, const char *scope, size_t len), void *priv)
 {
-	for (size_t i = 0; t && i < t->n_scopes; i++)
-		if (strlen(t->scopes[i].name) == len && !memcmp(t->scopes[i].name, name, len)) {
-			*scope = t->scopes[i].name;
-			return &t->scopes[i].reqs;
-		}
-	return NULL;
-}
-
-static const struct mlfs_policy_reqs *find_reqs(const struct mlfs_policy *p, const char *identity,
-						const char **scope)
-{
-	const struct mlfs_policy_transport *t = NULL;
-	for (size_t i = 0; i < p->n_transports && !t; i++)
-		if (!strcmp(p->transports[i].name, "docker"))
-			t = &p->transports[i];
-	*scope = NULL;
-	if (!t)
-		return &p->def;
-	const struct mlfs_policy_reqs *r = scope_reqs(t, identity, strlen(identity), scope);
+	int r = fn(priv, identity, strlen(identity));
 	if (r)
 		return r;
 	/* The name: before the digest, or before the tag's ':' after the last '/'. */
@@ -67,7 +52,7 @@ static const struct mlfs_policy_reqs *find_reqs(const struct mlfs_policy *p, con
 	size_t len = end ? (size_t)(end - identity) : strlen(identity);
 	size_t domain_len = slash ? (size_t)(slash - identity) : len;
 	for (;;) {
-		if ((r = scope_reqs(t, identity, len, scope)))
+		if ((r = fn(priv, identity, len)))
 			return r;
 		const char *up = memrchr(identity, '/', len);
 		if (!up)
@@ -80,11 +65,44 @@ static const struct mlfs_policy_reqs *find_reqs(const struct mlfs_policy *p, con
 	     dot = memchr(dot + 1, '.', host_len - (size_t)(dot + 1 - identity))) {
 		char wild[300];
 		int n = snprintf(wild, sizeof wild, "*.%.*s", (int)(host_len - (size_t)(dot + 1 - identity)), dot + 1);
-		if (n > 0 && (size_t)n < sizeof wild && (r = scope_reqs(t, wild, (size_t)n, scope)))
+		if (n > 0 && (size_t)n < sizeof wild && (r = fn(priv, wild, (size_t)n)))
 			return r;
 	}
-	if ((r = scope_reqs(t, "", 0, scope)))
-		return r;
+	return 0;
+}
+
+struct scope_find {
+	const struct mlfs_policy_transport *t;
+	const struct mlfs_policy_reqs *reqs;
+	const char *scope;
+};
+
+static int scope_reqs(void *priv, const char *name, size_t len)
+{
+	struct scope_find *f = priv;
+	for (size_t i = 0; i < f->t->n_scopes; i++)
+		if (strlen(f->t->scopes[i].name) == len && !memcmp(f->t->scopes[i].name, name, len)) {
+			f->scope = f->t->scopes[i].name;
+			f->reqs = &f->t->scopes[i].reqs;
+			return 1;
+		}
+	return 0;
+}
+
+static const struct mlfs_policy_reqs *find_reqs(const struct mlfs_policy *p, const char *identity,
+						const char **scope)
+{
+	struct scope_find f = { 0 };
+	for (size_t i = 0; i < p->n_transports && !f.t; i++)
+		if (!strcmp(p->transports[i].name, "docker"))
+			f.t = &p->transports[i];
+	*scope = NULL;
+	if (!f.t)
+		return &p->def;
+	if (mlfs_policy_scopes_walk(identity, scope_reqs, &f) || scope_reqs(&f, "", 0)) {
+		*scope = f.scope;
+		return f.reqs;
+	}
 	return &p->def;
 }
 
@@ -96,7 +114,9 @@ static enum mlfs_policy_verdict req_verdict(const struct mlfs_policy_req *r)
 	case MLFS_PR_REJECT:
 		return MLFS_POLICY_REJECT;
 	case MLFS_PR_SIGNED_BY:
-		return strcmp(r->key_type, "GPGKeys") ? MLFS_POLICY_UNSUPPORTED : MLFS_POLICY_NEEDS_SIGNATURES;
+		if (strcmp(r->key_type, "GPGKeys") || !mlfs_gpg_available())
+			return MLFS_POLICY_UNSUPPORTED;
+		return MLFS_POLICY_NEEDS_SIGNATURES;
 	case MLFS_PR_SIGSTORE:
 		if (r->has_fulcio || r->has_pki || r->rekor_keys.kind != MLFS_KEYS_NONE)
 			return MLFS_POLICY_UNSUPPORTED;
@@ -111,15 +131,23 @@ void mlfs_policy_decide(const struct mlfs_policy *p, const char *identity, struc
 {
 	memset(out, 0, sizeof *out);
 	out->reqs = find_reqs(p, identity, &out->scope);
+	/* A refusal anywhere in the list wins over signatures still to check. */
+	bool needs = false;
 	for (size_t i = 0; i < out->reqs->n; i++) {
 		enum mlfs_policy_verdict v = req_verdict(&out->reqs->v[i]);
-		if (v != MLFS_POLICY_ACCEPT) {
+		if (v == MLFS_POLICY_NEEDS_SIGNATURES && !needs) {
+			needs = true;
+			out->req = i;
+		} else if (v == MLFS_POLICY_REJECT || v == MLFS_POLICY_UNSUPPORTED) {
 			out->verdict = v;
 			out->req = i;
 			return;
 		}
 	}
-	out->verdict = out->reqs->n ? MLFS_POLICY_ACCEPT : MLFS_POLICY_REJECT; /* an empty list: refuse */
+	if (needs)
+		out->verdict = MLFS_POLICY_NEEDS_SIGNATURES;
+	else
+		out->verdict = out->reqs->n ? MLFS_POLICY_ACCEPT : MLFS_POLICY_REJECT; /* an empty list: refuse */
 }
 
 static const char *keys_describe(const struct mlfs_policy_keys *k, const char *prefix, char *buf, size_t len)
@@ -172,16 +200,25 @@ void mlfs_policy_req_describe(const struct mlfs_policy_req *r, char *buf, size_t
 	}
 }
 
+void mlfs_policy_scope_describe(const struct mlfs_policy_decision *d, char *buf, size_t len)
+{
+	if (d->scope && *d->scope)
+		snprintf(buf, len, "scope \"%s\"", d->scope);
+	else
+		snprintf(buf, len, "%s", d->scope ? "scope \"\" of transport docker" : "default");
+}
+
 /* What to say, after "(scope ...: requirement)", for a refusal. */
 static const char *why(const struct mlfs_policy_decision *d)
 {
 	const struct mlfs_policy_req *r = &d->reqs->v[d->req];
-	if (d->verdict == MLFS_POLICY_NEEDS_SIGNATURES)
-		return "mlfs cannot verify signatures yet: use a policy that accepts this image, or --insecure-policy";
 	if (r->type == MLFS_PR_BASE_LAYER)
 		return "signedBaseLayer is not implemented (by containers/image either)";
-	if (r->type == MLFS_PR_SIGNED_BY)
+	if (r->type == MLFS_PR_SIGNED_BY && strcmp(r->key_type, "GPGKeys"))
 		return "only keyType GPGKeys can be verified (containers/image does not implement the others either)";
+	if (r->type == MLFS_PR_SIGNED_BY)
+		return "this mlfs was built without OpenPGP support (gpgme): rebuild it with -Dgpgme=enabled, "
+		       "or use a policy that accepts this image";
 	if (r->has_fulcio || r->rekor_keys.kind != MLFS_KEYS_NONE)
 		return "Fulcio certificates and Rekor entries are not supported yet";
 	return "pki certificates are not supported yet";
@@ -192,13 +229,14 @@ static int check_identity(const struct mlfs_policy *p, const char *identity, str
 	struct mlfs_policy_decision d;
 	mlfs_policy_decide(p, identity, &d);
 	char scope[300], req[512];
-	if (d.scope && *d.scope)
-		snprintf(scope, sizeof scope, "scope \"%s\"", d.scope);
-	else
-		snprintf(scope, sizeof scope, "%s", d.scope ? "scope \"\" of transport docker" : "default");
+	mlfs_policy_scope_describe(&d, scope, sizeof scope);
 	if (d.verdict == MLFS_POLICY_ACCEPT) {
 		log_debug(MLFS_AREA_FETCH, "policy %s accepts %s (%s)", p->path, identity, scope);
 		return 0;
+	}
+	if (d.verdict == MLFS_POLICY_NEEDS_SIGNATURES) {
+		log_debug(MLFS_AREA_FETCH, "policy %s: %s needs signatures (%s)", p->path, identity, scope);
+		return 1;
 	}
 	if (!d.reqs->n)
 		return mlfs_err_set(err, EACCES, "%s: rejected by policy %s (%s: no requirement)", identity, p->path,
@@ -223,10 +261,11 @@ int mlfs_policy_check(const struct mlfs_policy *p, const struct mlfs_ref *ref, s
 		names[1] = NULL, r = -ENOMEM;
 	if (r < 0)
 		mlfs_err_set(err, ENOMEM, "out of memory");
-	for (int i = 0; i < 2 && r == 0; i++)
-		if (names[i])
-			r = check_identity(p, names[i], err);
+	bool needs = false;
+	for (int i = 0; i < 2 && r >= 0; i++)
+		if (names[i] && (r = check_identity(p, names[i], err)) > 0)
+			needs = true;
 	free(names[0]);
 	free(names[1]);
-	return r;
+	return r < 0 ? r : needs;
 }

@@ -128,8 +128,9 @@ static int b64val(unsigned char ch)
 }
 
 /* Base64 as Go's encoding/json reads []byte (StdEncoding): padded, with
- * CR and LF skipped anywhere. -EINVAL when malformed. */
-static int b64_decode(const char *s, size_t n, struct mlfs_policy_blob *out)
+ * CR and LF skipped anywhere. -EINVAL when malformed.  Also what reads a
+ * cosign signature annotation (sigstore.c): one decoder for both. */
+int mlfs_base64_decode(const char *s, size_t n, struct mlfs_policy_blob *out)
 {
 	unsigned char *buf = malloc(n / 4 * 3 + 3);
 	if (!buf)
@@ -174,7 +175,7 @@ static int get_blob(const struct mlfs_policy_ctx *c, const char *where, json_t *
 				       mlfs_json_type_name(v));
 	if (!json_string_length(v))
 		return mlfs_policy_bad(c, where, "\"%s\" must not be empty", key);
-	int r = b64_decode(json_string_value(v), json_string_length(v), out);
+	int r = mlfs_base64_decode(json_string_value(v), json_string_length(v), out);
 	if (r == -ENOMEM)
 		return mlfs_policy_oom(c);
 	return r < 0 ? mlfs_policy_bad(c, where, "\"%s\" is not valid base64", key) : 0;

@@ -135,7 +135,8 @@ int mlfs_cmd_mount(int argc, char **argv)
 				      .cache_max = o.cache_max, .keep_blobs = o.keep_blobs,
 				      .policy = o.policy, .insecure_policy = o.insecure_policy,
 				      .progress = mlfs_stats_progress, .progress_priv = &fs.stats,
-				      .registries_conf = o.registries_conf };
+				      .registries_conf = o.registries_conf,
+				      .registries_d = o.registries_d };
 	if (r == 0)
 		cli_cache_startup(o.cache_dir);
 	if (r == 0)

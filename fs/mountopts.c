@@ -24,6 +24,7 @@ static const struct {
 	{ "keep-blobs", "keep compressed layer blobs after their layers are indexed" },
 	{ "policy=FILE", "the containers-policy.json to enforce" },
 	{ "insecure-policy", "enforce no policy" },
+	{ "registries.d=DIR", "where signatures are looked for (registries.d(5); default /etc/containers/registries.d)" },
 	{ "registries-conf=FILE", "the containers-registries.conf to read mirrors from (instead of /etc/containers/...)" },
 	{ "allow_other", "let other users in (the kernel checks permissions)" },
 	{ "suid", "honour setuid bits" },
@@ -72,6 +73,8 @@ static int parse_one(struct mount_opts *o, const char *opt, struct mlfs_err *err
 		return set_string(&o->policy, v);
 	if (KEY("registries-conf") && v && *v)
 		return set_string(&o->registries_conf, v);
+	if (KEY("registries.d") && v && *v)
+		return set_string(&o->registries_d, v);
 	if (KEY("jobs") && v) {
 		if (parse_uint(v, 64, &o->jobs) < 0)
 			return mlfs_err_set(err, EINVAL, "jobs=%s: give a number from 1 to 64", v);
@@ -188,7 +191,8 @@ void mount_opts_clear(struct mount_opts *o)
 	free(o->policy);
 	free(o->registries_conf);
 	o->registries_conf = NULL;
-	o->platform = o->cache_dir = o->debug_areas = o->policy = NULL;
+	free(o->registries_d);
+	o->platform = o->cache_dir = o->debug_areas = o->policy = o->registries_d = NULL;
 }
 
 void mount_opts_usage(FILE *f)

@@ -27,6 +27,7 @@ struct mount_opts {
 	char *policy;           /* policy=FILE: the containers-policy.json to enforce */
 	bool insecure_policy;   /* insecure-policy: no policy check */
 	char *registries_conf;  /* registries-conf=FILE: the registries.conf to read (mirrors) */
+	char *registries_d;     /* registries.d=DIR: where signatures are stored (registries.d(5)) */
 };
 
 #define MOUNT_DEFAULT_JOBS 4

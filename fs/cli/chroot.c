@@ -458,7 +458,8 @@ int mlfs_cmd_chroot(int argc, char **argv)
 	pid_t daemon = -1;
 	struct mlfs_image_opts io = { .platform = mo.platform, .cache_dir = mo.cache_dir, .insecure = mo.insecure,
 				      .offline = mo.offline, .wait_s = mo.timeout_s, .policy = mo.policy,
-				      .insecure_policy = mo.insecure_policy, .registries_conf = mo.registries_conf };
+				      .insecure_policy = mo.insecure_policy, .registries_conf = mo.registries_conf,
+				      .registries_d = mo.registries_d };
 	if (geteuid() != 0) {
 		mlfs_err_set(&err, EPERM, "mlfs chroot needs root (mount namespaces, overlayfs, chroot)");
 		goto fail;

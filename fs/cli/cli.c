@@ -13,7 +13,7 @@
 static void image_usage(FILE *f, const char *cmd, unsigned flags)
 {
 	fprintf(f, "usage: mlfs %s REF [--platform OS/ARCH[/VARIANT]] [--insecure] [--offline] [--cache DIR]"
-		"%s%s%s%s%s [--policy FILE] [--insecure-policy] [--registries-conf FILE] [--debug[=AREAS]]\n",
+		"%s%s%s%s%s [--policy FILE] [--insecure-policy] [--registries.d DIR] [--registries-conf FILE] [--debug[=AREAS]]\n",
 		cmd, flags & CLI_JSON ? " [--json]" : "", flags & CLI_OUTPUT ? " [-o FILE]" : "",
 		flags & CLI_FORMAT ? " [--format tar|mtree]" : "",
 		flags & CLI_LAYERS ? " [--cache-max SIZE] [--keep-blobs]" : "",
@@ -23,7 +23,8 @@ static void image_usage(FILE *f, const char *cmd, unsigned flags)
 int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image_args *out)
 {
 	enum { OPT_PLATFORM = 256, OPT_INSECURE, OPT_CACHE, OPT_JSON, OPT_FORMAT, OPT_OFFLINE, OPT_CACHE_MAX,
-	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY, OPT_HELP, OPT_REGISTRIES_CONF, OPT_DEBUG };
+	       OPT_KEEP_BLOBS, OPT_POLICY, OPT_INSECURE_POLICY, OPT_HELP, OPT_REGISTRIES_CONF, OPT_DEBUG,
+	       OPT_REGISTRIES_D };
 	static const struct option longopts[] = {
 		{ "platform", required_argument, NULL, OPT_PLATFORM },
 		{ "insecure", no_argument, NULL, OPT_INSECURE },
@@ -40,6 +41,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "registries-conf", required_argument, NULL, OPT_REGISTRIES_CONF },
 		{ "debug", optional_argument, NULL, OPT_DEBUG },
+		{ "registries.d", required_argument, NULL, OPT_REGISTRIES_D },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(out, 0, sizeof *out);
@@ -76,6 +78,7 @@ int cli_parse_image_args(int argc, char **argv, unsigned flags, struct cli_image
 			mlfs_log_setup(MLFS_LOG_DEBUG, areas, false);
 			break;
 		}
+		case OPT_REGISTRIES_D: out->opts.registries_d = optarg; break;
 		case OPT_CACHE_MAX:
 			if (!(flags & CLI_LAYERS))
 				goto usage;

@@ -44,7 +44,7 @@ static json_t *describe(const struct mlfs_image *img)
 							d->media_type, "size", (json_int_t)d->size));
 	}
 	const struct mlfs_config *c = img->config;
-	return json_pack("{s:s, s:o, s:o, s:o, s:s, s:s, s:{s:s, s:s, s:s, s:o, s:o, s:o, s:o}, s:o}",
+	json_t *j = json_pack("{s:s, s:o, s:o, s:o, s:s, s:s, s:{s:s, s:s, s:s, s:o, s:o, s:o, s:o}, s:o}",
 			 "reference", img->canonical,
 			 "index_digest", img->index ? json_string(img->index_digest) : json_null(),
 			 "index_media_type", img->index ? json_string(mlfs_media_string(img->index->media)) : json_null(),
@@ -57,6 +57,10 @@ static json_t *describe(const struct mlfs_image *img)
 			 "entrypoint", string_list(c->entrypoint), "cmd", string_list(c->cmd),
 			 "env", string_list(c->env),
 			 "layers", layers);
+	/* Who signed, when the policy wanted signatures (already escaped). */
+	if (j && img->signed_by)
+		json_object_set_new(j, "signed_by", json_string(img->signed_by));
+	return j;
 }
 
 static void print_list(const char *label, json_t *list)
@@ -91,6 +95,8 @@ static void print_text(json_t *j)
 	}
 	printf("Manifest:   %s\n            %s\n", json_string_value(json_object_get(j, "manifest_digest")),
 	       json_string_value(json_object_get(j, "manifest_media_type")));
+	if (json_is_string(json_object_get(j, "signed_by")))
+		printf("Signed by:  %s\n", json_string_value(json_object_get(j, "signed_by")));
 	/* Everything from the image's config is untrusted text: escaped. */
 	const char *variant = json_string_value(json_object_get(cfg, "variant"));
 	const char *os = json_string_value(json_object_get(cfg, "os"));

@@ -1,6 +1,5 @@
-"""Trust policy (containers-policy.json), first slice: the policy decides
-from the reference alone, and a scope that requires signatures refuses
-(mlfs verifies none yet).
+"""Trust policy (containers-policy.json): what the policy decides from the
+reference alone (signatures themselves: test_signatures.py).
 
 A differential against skopeo: for each policy, `skopeo --policy FILE copy
 docker://REF oci:DIR` accepts exactly when `mlfs inspect`, `mlfs pull` and
@@ -156,14 +155,24 @@ def test_reject_message_and_nothing_fetched(mlfs, mounter, demo, tmp_path):
 
 
 def test_signatures_required_message(mlfs, demo, tmp_path):
+    """A scope that requires signatures, for an image that has none (the
+    lookaside store: test_signatures.py tests the rest)."""
     path = write_policy(tmp_path, "p", policy(REJECT, {"*.0.0.1": SIGNED_BY}))
+    regd = os.path.join(str(tmp_path), "registries.d")
+    os.mkdir(regd)
+    with open(os.path.join(regd, "x.yaml"), "w") as f:
+        f.write("default-docker:\n  lookaside: file:///nonexistent/sigstore\n")
     ref = demo.ref("demo:latest")
-    r = mlfs("pull", "--policy", path, ref)
+    r = mlfs("pull", "--policy", path, "--registries.d", regd, ref)
     assert r.rc != 0
     assert r.stderr.strip() == (
-        'mlfs: error: %s: policy %s requires signatures (scope "*.0.0.1": signedBy GPGKeys keyPath '
-        '/nonexistent/key.gpg); mlfs cannot verify signatures yet: use a policy that accepts this '
-        'image, or --insecure-policy' % (ref, path))
+        'mlfs: error: %s: rejected by policy %s (scope "*.0.0.1": signedBy GPGKeys keyPath '
+        '/nonexistent/key.gpg): no signature found (none at file:///nonexistent/sigstore/demo@%s/signature-1, '
+        'nor for the index)' % (ref, path, demo.by_platform(demo.index, "linux/amd64")["digest"].replace(":", "=")))
+    # sigstoreSigned: only looked for where registries.d allows attachments
+    path = write_policy(tmp_path, "s", policy(REJECT, {"*.0.0.1": SIGSTORE}))
+    r = mlfs("pull", "--policy", path, "--registries.d", regd, ref)
+    assert r.rc != 0 and "use-sigstore-attachments: true" in r.stderr, r.stderr
 
 
 def test_digest_reference_scopes(mlfs, demo, tmp_path):

@@ -55,6 +55,16 @@ int main(void)
 		tap_ok(o.registries_conf == NULL, "registries-conf freed");
 	}
 	{
+		char *a[] = { "mount.mlfs", "r", "/m", "-o",
+			      "policy=/etc/p.json,registries.d=/etc/containers/registries.d,insecure-policy", NULL };
+		tap_is_int(parse(&o, &err, 5, a), 0, "trust options");
+		tap_is_str(o.policy, "/etc/p.json", "policy=");
+		tap_is_str(o.registries_d, "/etc/containers/registries.d", "registries.d=");
+		tap_ok(o.insecure_policy, "insecure-policy");
+		mount_opts_clear(&o);
+		tap_ok(!o.registries_d, "cleared");
+	}
+	{
 		char *a[] = { "mount.mlfs", "-oplatform=linux/s390x", "r", "/m", "-d", NULL };
 		tap_is_int(parse(&o, &err, 5, a), 0, "-oOPTS glued, flags before args");
 		tap_is_str(o.platform, "linux/s390x", "glued platform");

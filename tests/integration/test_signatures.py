@@ -1,0 +1,391 @@
+"""Trust, second slice: GPG simple signing, with the tools users sign with.
+
+A key made by gpg itself (`gpg --batch --passphrase '' --quick-gen-key`),
+images signed by `skopeo copy --all --sign-by FPR` into a lookaside store
+that registries.d(5) names (skopeo writes one signature per platform
+manifest and one for the index), and a policy whose scope requires
+`signedBy` that key.  Then `mlfs inspect`, `export`, `pull` and a mount
+must accept the signed image and refuse, each with one line naming the
+policy scope and what was wrong, a non-zero exit, no mount and nothing in
+the cache:
+
+- an unsigned image;
+- an image signed by another key;
+- signatures made for another repository (identity mismatch);
+- a tampered signature file;
+- signatures that name another digest (with the right identity).
+
+Every case is also asked of skopeo with the same policy and registries.d
+(`skopeo copy docker://REF oci:DIR`): both must give the same answer, and
+the answer each case must give is written down, so that two tools failing
+for some other reason cannot agree by accident.  (skopeo checks the
+platform's manifest only; mlfs also accepts a signature over the index,
+which no case here has alone.)
+"""
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from helpers import assert_ok
+from mounts import is_mounted
+from registry import skopeo
+
+SIGNER = "mlfs test signer <signer@example.invalid>"
+OTHER = "mlfs other signer <other@example.invalid>"
+
+
+def gpg(home, *args):
+    r = subprocess.run(["gpg", "--homedir", home, "--batch"] + list(args), capture_output=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError("gpg %s failed: %s" % (" ".join(args), r.stderr.decode(errors="replace")))
+    return r.stdout
+
+
+def make_key(home, name, pub_path):
+    gpg(home, "--passphrase", "", "--quick-gen-key", name, "default", "default", "never")
+    out = gpg(home, "--with-colons", "--list-secret-keys", name).decode()
+    fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+    with open(pub_path, "wb") as f:
+        f.write(gpg(home, "--export", "--armor", fpr))
+    return fpr
+
+
+def write_registries_d(path, host, lookaside):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "test.yaml"), "w") as f:
+        f.write("# written by test_signatures.py\ndocker:\n  %s:\n    lookaside: %s\n" % (host, lookaside))
+    return path
+
+
+class Signed:
+    pass
+
+
+def image_digests(client, repo):
+    """The index digest and its platforms' manifest digests."""
+    body, _, digest = client.get_manifest(repo, "latest")
+    return [digest] + [m["digest"] for m in json.loads(body)["manifests"]]
+
+
+def sig_dir(lookaside, repo, digest):
+    return os.path.join(lookaside, "%s@%s" % (repo, digest.replace(":", "=")))
+
+
+@pytest.fixture(scope="module")
+def signing(demo, tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("signing"))
+    s = Signed()
+    s.host = demo.host
+    s.client = demo.client
+    gnupg = os.path.join(d, "gnupg")
+    os.mkdir(gnupg, 0o700)
+    s.pub = os.path.join(d, "signer.asc")
+    s.other_pub = os.path.join(d, "other.asc")
+    s.fpr = make_key(gnupg, SIGNER, s.pub)
+    s.other_fpr = make_key(gnupg, OTHER, s.other_pub)
+    s.lookaside = os.path.join(d, "lookaside")
+    s.regd = write_registries_d(os.path.join(d, "registries.d"), demo.host, "file://" + s.lookaside)
+    env = dict(os.environ, GNUPGHOME=gnupg)
+
+    def push(src, dst, fpr=None):
+        args = ["skopeo", "--insecure-policy", "--registries.d", s.regd, "copy", "-q", "--all",
+                "--src-tls-verify=false", "--dest-tls-verify=false"]
+        if fpr:
+            args += ["--sign-by", fpr]
+        args += ["docker://%s/%s" % (demo.host, src), "docker://%s/%s" % (demo.host, dst)]
+        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+
+    push("demo:latest", "signed:latest", s.fpr)
+    # skopeo signed the index and each platform's manifest
+    s.digests = image_digests(demo.client, "signed")
+    for digest in s.digests:
+        assert os.path.isfile(os.path.join(sig_dir(s.lookaside, "signed", digest), "signature-1")), digest
+    push("demo:latest", "unsigned:latest")
+    push("demo:latest", "wrongkey:latest", s.other_fpr)
+    # Another repository's signatures (same digests) put where idmismatch's are looked for
+    push("demo:latest", "elsewhere:latest", s.fpr)
+    push("demo:latest", "idmismatch:latest")
+    for digest in image_digests(demo.client, "idmismatch"):
+        shutil.copytree(sig_dir(s.lookaside, "elsewhere", digest), sig_dir(s.lookaside, "idmismatch", digest))
+    # A byte of each signature flipped
+    push("demo:latest", "tampered:latest", s.fpr)
+    for digest in image_digests(demo.client, "tampered"):
+        path = os.path.join(sig_dir(s.lookaside, "tampered", digest), "signature-1")
+        with open(path, "r+b") as f:
+            data = bytearray(f.read())
+            data[len(data) // 2] ^= 0x20
+            f.seek(0)
+            f.write(data)
+    # Signatures for otherdigest:latest, right identity, over another image's
+    # digest (demo:list's index), put where this image's are looked for
+    push("demo:list", "otherdigest:latest", s.fpr)
+    wrong = os.path.join(sig_dir(s.lookaside, "otherdigest", image_digests(demo.client, "otherdigest")[0]),
+                         "signature-1")
+    with open(wrong, "rb") as f:
+        wrong_sig = f.read()
+    push("demo:latest", "otherdigest:latest")
+    for digest in image_digests(demo.client, "otherdigest"):
+        os.makedirs(sig_dir(s.lookaside, "otherdigest", digest), exist_ok=True)
+        with open(os.path.join(sig_dir(s.lookaside, "otherdigest", digest), "signature-1"), "wb") as f:
+            f.write(wrong_sig)
+    s.dir = d
+    return s
+
+
+def signed_by(key, identity=None):
+    req = {"type": "signedBy", "keyType": "GPGKeys", "keyPath": key}
+    if identity:
+        req["signedIdentity"] = identity
+    return req
+
+
+def write_policy(dirpath, name, scopes):
+    path = os.path.join(dirpath, name + ".json")
+    with open(path, "w") as f:
+        json.dump({"default": [{"type": "reject"}], "transports": {"docker": scopes}}, f, indent=1)
+    return path
+
+
+def skopeo_accepts(policy, regd, ref, tmp_path):
+    dest = os.path.join(str(tmp_path), "skopeo-oci")
+    shutil.rmtree(dest, ignore_errors=True)
+    # --remove-signatures: an oci: layout cannot store them; the policy is checked all the same
+    r = subprocess.run(["skopeo", "--policy", policy, "--registries.d", regd, "copy", "-q", "--remove-signatures",
+                        "--src-tls-verify=false", "docker://" + ref, "oci:" + dest + ":x"],
+                       capture_output=True, text=True, timeout=300)
+    return r.returncode == 0, r.stderr.strip()
+
+
+def assert_nothing_cached(mlfs, ref):
+    r = mlfs("inspect", "--insecure-policy", "--offline", ref)
+    assert r.rc != 0 and "not in the cache" in r.stderr, "a refused image left something in the cache: " + r.stderr
+
+
+def mlfs_answers(mlfs, mounter, tmp_path, policy, regd, ref):
+    """{"inspect", "export", "pull", "mount"} -> accepted?  Each refusal is
+    checked: one line naming the policy, non-zero exit, no mount left, and
+    nothing in the cache.  Returns the answers and the refusal line."""
+    answers, line = {}, None
+    opts = ["--policy", policy, "--registries.d", regd]
+    out = os.path.join(str(tmp_path), "export.tar")
+    for cmd, extra in (("inspect", []), ("export", ["-o", out]), ("pull", [])):
+        r = mlfs(cmd, *(opts + extra + [ref]))
+        answers[cmd] = r.rc == 0
+        if r.rc != 0:
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("mlfs: error: "), r.stderr
+            assert policy in lines[0], r.stderr
+            line = lines[0]
+            assert_nothing_cached(mlfs, ref)
+    m = mounter.mount(ref, "policy=" + policy, "registries.d=" + regd, check=False)
+    answers["mount"] = m.ok
+    if m.ok:
+        assert os.listdir(m.mountpoint), "the accepted image mounted empty"
+        m.unmount()
+    else:
+        assert m.result.rc != 0 and policy in m.stderr(), m.stderr()
+        assert not is_mounted(m.mountpoint)
+        assert_nothing_cached(mlfs, ref)
+    return answers, line
+
+
+# (case, repository, signedIdentity or None, expected, what the refusal says)
+CASES = [
+    ("signed", "signed", None, True, None),
+    ("unsigned", "unsigned", None, False, "no signature found"),
+    ("wrong-key", "wrongkey", None, False, "which is not one of the policy's"),
+    ("identity-mismatch", "idmismatch", None, False, "signedIdentity does not accept"),
+    ("tampered", "tampered", None, False, None),
+    ("other-digest", "otherdigest", None, False, "for the manifest sha256:"),
+    ("match-repository-other-repo", "idmismatch", {"type": "matchRepository"}, False,
+     "signedIdentity does not accept"),
+    ("exact-reference", "idmismatch", lambda h: {"type": "exactReference", "dockerReference": h + "/elsewhere:latest"},
+     True, None),
+    ("exact-repository", "idmismatch", lambda h: {"type": "exactRepository", "dockerRepository": h + "/elsewhere"},
+     True, None),
+    ("remap-identity", "idmismatch", lambda h: {"type": "remapIdentity", "prefix": h + "/idmismatch",
+                                                "signedPrefix": h + "/elsewhere"}, True, None),
+    ("exact-reference-wrong", "signed", lambda h: {"type": "exactReference", "dockerReference": h + "/signed:v2"},
+     False, "signedIdentity does not accept"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_gpg_differential(mlfs, mounter, signing, tmp_path, case):
+    name, repo, identity, expected, says = case
+    if callable(identity):
+        identity = identity(signing.host)
+    ref = "%s/%s:latest" % (signing.host, repo)
+    policy = write_policy(str(tmp_path), name, {signing.host: [signed_by(signing.pub, identity)]})
+    sk, sk_err = skopeo_accepts(policy, signing.regd, ref, tmp_path)
+    assert sk == expected, "skopeo %s %s: %s" % ("accepted" if sk else "refused", ref, sk_err)
+    answers, line = mlfs_answers(mlfs, mounter, tmp_path, policy, signing.regd, ref)
+    assert answers == {"inspect": sk, "export": sk, "pull": sk, "mount": sk}, (answers, line, sk_err)
+    if not expected:
+        assert ('(scope "%s": signedBy GPGKeys keyPath %s)' % (signing.host, signing.pub)) in line, line
+        assert ref in line, line
+        if says:
+            assert says in line, line
+        if name == "tampered":
+            # where the flipped byte lands decides what gpg sees: a bad signature, or no signature at all
+            assert "signature-1 of sha256:" in line and ("signature is bad" in line or "not an OpenPGP" in line
+                                                          or "no OpenPGP signature" in line), line
+
+
+def test_inspect_says_who_signed(mlfs, signing, tmp_path):
+    ref = "%s/signed:latest" % signing.host
+    policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+    r = mlfs("inspect", "--policy", policy, "--registries.d", signing.regd, ref)
+    assert_ok(r)
+    assert signing.fpr in r.stdout, r.stdout
+    r = mlfs("inspect", "--json", "--policy", policy, "--registries.d", signing.regd, ref)
+    assert_ok(r)
+    sig = json.loads(r.stdout)["signed_by"]
+    assert signing.fpr in sig and ref in sig, sig
+    # No policy requirement: nothing to report
+    r = mlfs("inspect", "--json", "--insecure-policy", ref)
+    assert_ok(r)
+    assert "signed_by" not in json.loads(r.stdout)
+
+
+def test_keydata_and_several_keys(mlfs, signing, tmp_path):
+    """keyData (inline) and keyPaths: any of the keys may have signed."""
+    import base64
+    ref = "%s/signed:latest" % signing.host
+    with open(signing.pub, "rb") as f:
+        data = base64.b64encode(f.read()).decode()
+    inline = write_policy(str(tmp_path), "inline",
+                          {signing.host: [{"type": "signedBy", "keyType": "GPGKeys", "keyData": data}]})
+    assert_ok(mlfs("inspect", "--policy", inline, "--registries.d", signing.regd, ref))
+    both = write_policy(str(tmp_path), "both", {signing.host: [
+        {"type": "signedBy", "keyType": "GPGKeys", "keyPaths": [signing.other_pub, signing.pub]}]})
+    assert_ok(mlfs("inspect", "--policy", both, "--registries.d", signing.regd, ref))
+    # A key file that is not there: refused, naming it
+    missing = write_policy(str(tmp_path), "missing", {signing.host: [signed_by("/nonexistent/key.asc")]})
+    r = mlfs("inspect", "--policy", missing, "--registries.d", signing.regd, ref)
+    assert r.rc != 0 and "/nonexistent/key.asc" in r.stderr, r.stderr
+
+
+def test_no_gpg_home_left_behind(mlfs, signing, tmp_path):
+    tmp = os.path.join(str(tmp_path), "tmp")
+    os.mkdir(tmp)
+    ref = "%s/signed:latest" % signing.host
+    policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+    assert_ok(mlfs("inspect", "--policy", policy, "--registries.d", signing.regd, ref, env_extra={"TMPDIR": tmp}))
+    r = mlfs("inspect", "--policy", policy, "--registries.d", signing.regd, "%s/wrongkey:latest" % signing.host,
+             env_extra={"TMPDIR": tmp})
+    assert r.rc != 0
+    assert os.listdir(tmp) == [], "temporary GPG homes left: %r" % os.listdir(tmp)
+
+
+class Served:
+    def __init__(self, root):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+        handler.log_message = lambda *a: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_lookaside_and_offline(mlfs, mounter, signing, tmp_path):
+    """The same store served over HTTP on loopback; offline, an HTTP store
+    cannot be asked and refuses clearly, while a file:// store still works."""
+    served = Served(signing.lookaside)
+    try:
+        regd = write_registries_d(os.path.join(str(tmp_path), "regd-http"), signing.host, served.url)
+        policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+        ref = "%s/signed:latest" % signing.host
+        sk, sk_err = skopeo_accepts(policy, regd, ref, tmp_path)
+        assert sk, sk_err
+        assert_ok(mlfs("pull", "--policy", policy, "--registries.d", regd, ref))
+        r = mlfs("inspect", "--policy", policy, "--registries.d", regd, "%s/unsigned:latest" % signing.host)
+        assert r.rc != 0 and "no signature found (none at %s/unsigned@sha256=" % served.url in r.stderr, r.stderr
+        # offline: the HTTP store cannot be read
+        r = mlfs("inspect", "--offline", "--policy", policy, "--registries.d", regd, ref)
+        assert r.rc != 0 and "cannot be read offline" in r.stderr, r.stderr
+        m = mounter.mount(ref, "offline", "policy=" + policy, "registries.d=" + regd, check=False)
+        assert not m.ok and not is_mounted(m.mountpoint)
+        # offline with the file:// store: verified from the disk, mounted from the cache
+        assert_ok(mlfs("inspect", "--offline", "--policy", policy, "--registries.d", signing.regd, ref))
+        m = mounter.mount(ref, "offline", "policy=" + policy, "registries.d=" + signing.regd)
+        assert m.ok and os.listdir(m.mountpoint)
+        m.unmount()
+    finally:
+        served.stop()
+
+
+def test_registries_d_errors(mlfs, signing, tmp_path):
+    ref = "%s/signed:latest" % signing.host
+    policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+    bad = os.path.join(str(tmp_path), "bad-regd")
+    os.mkdir(bad)
+    with open(os.path.join(bad, "a.yaml"), "w") as f:
+        f.write("docker:\n  %s:\n    lookaside: [not, a, url]\n" % signing.host)
+    r = mlfs("inspect", "--policy", policy, "--registries.d", bad, ref)
+    assert r.rc != 0 and "a.yaml" in r.stderr and "must be a string" in r.stderr, r.stderr
+    # The same scope in two files: refused, as containers/image does
+    twice = os.path.join(str(tmp_path), "twice")
+    os.mkdir(twice)
+    for name in ("a.yaml", "b.yaml"):
+        with open(os.path.join(twice, name), "w") as f:
+            f.write("docker:\n  %s:\n    lookaside: file://%s\n" % (signing.host, signing.lookaside))
+    r = mlfs("inspect", "--policy", policy, "--registries.d", twice, ref)
+    assert r.rc != 0 and "also defined in" in r.stderr, r.stderr
+    # The older "sigstore:" key, in default-docker, works as lookaside
+    old = os.path.join(str(tmp_path), "old")
+    os.mkdir(old)
+    with open(os.path.join(old, "x.yaml"), "w") as f:
+        f.write("default-docker:\n  sigstore: file://%s\n" % signing.lookaside)
+    assert_ok(mlfs("inspect", "--policy", policy, "--registries.d", old, ref))
+    # A more specific scope without a lookaside falls through to one that has it
+    specific = os.path.join(str(tmp_path), "specific")
+    os.mkdir(specific)
+    with open(os.path.join(specific, "x.yaml"), "w") as f:
+        f.write("docker:\n  %s/signed:\n    lookaside: file:///nonexistent\n  %s:\n    lookaside: file://%s\n"
+                % (signing.host, signing.host, signing.lookaside))
+    r = mlfs("inspect", "--policy", policy, "--registries.d", specific, ref)
+    assert r.rc != 0 and "none at file:///nonexistent/signed@sha256=" in r.stderr, r.stderr
+
+
+def test_every_platform(mlfs, mounter, signing, demo, tmp_path):
+    """skopeo copy --all --sign-by signs each platform's manifest: each is
+    accepted for its own digest (what a board of that platform mounts);
+    a platform whose signature is removed is refused, the others not."""
+    policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+    ref = "%s/signed:latest" % signing.host
+    platforms = [p for p, _ in demo.index["platforms"]]
+    assert len(platforms) > 1
+    body, _, _ = signing.client.get_manifest("signed", "latest")
+    by_platform = {"%s/%s%s" % (m["platform"]["os"], m["platform"]["architecture"],
+                                "/" + m["platform"]["variant"] if m["platform"].get("variant") else ""): m["digest"]
+                   for m in json.loads(body)["manifests"]}
+    for plat in platforms:
+        r = mlfs("inspect", "--json", "--platform", plat, "--policy", policy, "--registries.d", signing.regd, ref)
+        assert_ok(r)
+        j = json.loads(r.stdout)
+        assert j["manifest_digest"] == by_platform[plat] and by_platform[plat] in j["signed_by"], (plat, j)
+    m = mounter.mount(ref, "platform=" + platforms[-1], "policy=" + policy, "registries.d=" + signing.regd)
+    assert m.ok and os.listdir(m.mountpoint)
+    m.unmount()
+    # One platform's signature gone, and the index's: that platform is refused
+    d = os.path.join(str(tmp_path), "lookaside")
+    shutil.copytree(signing.lookaside, d)
+    shutil.rmtree(sig_dir(d, "signed", by_platform[platforms[0]]))
+    shutil.rmtree(sig_dir(d, "signed", image_digests(signing.client, "signed")[0]))
+    regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, "file://" + d)
+    r = mlfs("inspect", "--platform", platforms[0], "--policy", policy, "--registries.d", regd, ref)
+    assert r.rc != 0 and "no signature found" in r.stderr, r.stderr
+    assert_ok(mlfs("inspect", "--platform", platforms[1], "--policy", policy, "--registries.d", regd, ref))
