@@ -137,7 +137,9 @@ def signing(demo, tmp_path_factory):
         with open(os.path.join(sig_dir(s.lookaside, "otherdigest", digest), "signature-1"), "wb") as f:
             f.write(wrong_sig)
     s.dir = d
-    return s
+    yield s
+    # skopeo's signing started a gpg-agent for this home: it must not outlive the tests.
+    subprocess.run(["gpgconf", "--homedir", gnupg, "--kill", "gpg-agent"], capture_output=True, timeout=30)
 
 
 def signed_by(key, identity=None):
