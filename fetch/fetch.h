@@ -273,6 +273,11 @@ bool mlfs_registry_distrust(struct mlfs_registry *reg, const char *digest);
 int mlfs_registry_get_range(struct mlfs_registry *reg, const char *digest, uint64_t offset, size_t len, void *buf,
 			    struct mlfs_err *err);
 
+/* For --version: the versions of gpgme (NULL when built without it) and
+ * libyaml this process runs with. */
+const char *mlfs_gpg_version(void);
+const char *mlfs_yaml_version(void);
+
 /* ---- progress (blob.c, image.c) ----------------------------------------- */
 
 /* How a layer's bytes move, for progress bars and a mount's statistics.

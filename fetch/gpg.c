@@ -43,6 +43,12 @@ static void gpgme_init_once(void) { gpgme_check_version(NULL); }
 
 bool mlfs_gpg_available(void) { return true; }
 
+const char *mlfs_gpg_version(void)
+{
+	pthread_once(&gpgme_once, gpgme_init_once);
+	return gpgme_check_version(NULL);
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
@@ -215,6 +221,8 @@ int mlfs_gpg_verify(struct mlfs_gpg *g, const void *sig, size_t len, void **cont
 #else /* !MLFS_HAVE_GPGME */
 
 bool mlfs_gpg_available(void) { return false; }
+
+const char *mlfs_gpg_version(void) { return NULL; }
 
 int mlfs_gpg_new(const struct mlfs_policy_keys *keys, struct mlfs_gpg **out, struct mlfs_err *err)
 {

@@ -38,6 +38,11 @@
 #include "common/log.h"
 #include "fetch/internal.h"
 
+const char *mlfs_yaml_version(void)
+{
+	return yaml_get_version_string();
+}
+
 #define REGD_FILE_MAX (1u << 20)
 #define REGD_FILES_MAX 1024
 #define REGD_SCOPES_MAX 4096

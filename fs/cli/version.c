@@ -14,6 +14,7 @@
 
 #include "fs/fs.h"
 #include "fs/version.h"
+#include "fetch/fetch.h"
 
 void cli_print_version(FILE *f)
 {
@@ -33,6 +34,9 @@ void cli_print_version(FILE *f)
 		fprintf(f, "libarchive %s\n", sp ? sp + 1 : la);
 	fprintf(f, "zstd %s\n", ZSTD_versionString());
 	fprintf(f, "OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
+	fprintf(f, "libyaml %s\n", mlfs_yaml_version());
+	const char *gpgme = mlfs_gpg_version();
+	fprintf(f, "gpgme %s\n", gpgme ? gpgme : "none (built without OpenPGP support: signedBy policies refuse)");
 }
 
 int mlfs_cmd_version(int argc, char **argv)

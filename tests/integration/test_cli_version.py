@@ -18,6 +18,8 @@ LIBRARIES = {
     "libarchive": "libarchive",
     "zstd": "libzstd",
     "OpenSSL": "libcrypto",
+    "libyaml": "yaml-0.1",
+    "gpgme": "gpgme",
 }
 
 
@@ -72,6 +74,8 @@ const char *jansson_version_str(void) { return "92.0.2"; }
 const char *archive_version_details(void) { return "libarchive 93.0.3 zlib/9"; }
 const char *ZSTD_versionString(void) { return "94.0.4"; }
 const char *OpenSSL_version(int t) { return "95.0.5"; }
+const char *yaml_get_version_string(void) { return "97.0.7"; }
+const char *gpgme_check_version_internal(const char *req, size_t off) { return "98.0.8"; }
 curl_version_info_data *curl_version_info(CURLversion v)
 {
 	static curl_version_info_data copy;
@@ -97,6 +101,7 @@ def test_version_asks_the_libraries_at_run_time(mlfs, tmp_path):
         "mlfs": versions(mlfs("--version").stdout)["mlfs"],
         "libfuse": "91.0.1", "libcurl": "96.0.6", "jansson": "92.0.2",
         "libarchive": "93.0.3", "zstd": "94.0.4", "OpenSSL": "95.0.5",
+        "libyaml": "97.0.7", "gpgme": "98.0.8",
     }, describe(r)
 
 
