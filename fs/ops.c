@@ -228,11 +228,13 @@ static bool resolve(const struct call *c, bool early, struct ref *r)
 	memset(r, 0, sizeof *r);
 	r->ino = ino;
 	const struct mlfs_view *v = loader_peek(fs->loader);
-	if (!v && early && ino == FUSE_ROOT_ID && c->op == OP_GETATTR && !fs->all_seekable) {
-		/* A placeholder: `stat DIR` must not fetch layers.  With only
-		 * TOCs to fetch (loading since mount) the real one is near.
-		 * Only for getattr: the root's xattrs are the image's (its
-		 * topmost "./" entry), and an empty list would be a wrong answer. */
+	if (!v && early && ino == FUSE_ROOT_ID && c->op != OP_GETXATTR && c->op != OP_LISTXATTR &&
+	    !fs->all_seekable) {
+		/* A placeholder: `stat DIR` must not fetch layers, and a lookup
+		 * in the root only needs to know it is one.  With only TOCs to
+		 * fetch (loading since mount) the real one is near.  Not for
+		 * the xattr calls: the root's are the image's (its topmost "./"
+		 * entry), and the placeholder's empty list would be wrong. */
 		r->e = (struct mlfs_entry){ .path = "", .kind = MLFS_ENTRY_DIR, .mode = S_IFDIR | 0755 };
 		return true;
 	}
