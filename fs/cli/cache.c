@@ -63,13 +63,14 @@ static int cache_load(struct cache *c, const char *option)
 		cache_clear(c);
 		return r;
 	}
-	qsort(c->items, c->n_items, sizeof *c->items, cmp_item);
+	if (c->n_items) /* an empty cache has no array: NULL is not for qsort */
+		qsort(c->items, c->n_items, sizeof *c->items, cmp_item);
 	return 0;
 }
 
 static struct mlfs_cache_item *find(const struct cache *c, enum mlfs_cache_kind kind, const char *key)
 {
-	if (!key[0])
+	if (!key[0] || !c->n_items)
 		return NULL;
 	struct mlfs_cache_item probe = { .kind = kind };
 	snprintf(probe.key, sizeof probe.key, "%s", key);
