@@ -351,6 +351,11 @@ int mlfs_cached_images(const char *cache_dir, struct mlfs_cached_image **out, si
 void mlfs_cached_images_free(struct mlfs_cached_image *v, size_t n);
 /* Removes a kept manifest, index or config; -ENOENT when it is not there. */
 int mlfs_metacache_drop(const char *cache_dir, const char *digest);
+/* Removes the signatures kept for a manifest or index (sigcache.c): how
+ * many files, or -errno. */
+int mlfs_sigcache_drop(const char *cache_dir, const char *digest);
+/* Removes the kept signatures whose manifest the cache no longer has. */
+int mlfs_sigcache_sweep(const char *cache_dir);
 
 /* ---- the trust policy (policy.c, policymatch.c) ------------------------ */
 
@@ -379,14 +384,19 @@ void mlfs_policy_free(struct mlfs_policy *p);
  * both names. */
 int mlfs_policy_check(const struct mlfs_policy *p, const struct mlfs_ref *ref, struct mlfs_err *err);
 
+struct mlfs_sig_keep;
+
 /* What a policy's signature requirements are checked against. */
 struct mlfs_policy_subject {
 	const struct mlfs_ref *ref;       /* as the user named it */
 	const char *manifest_digest;      /* the platform's manifest: what is mounted */
 	const char *index_digest;         /* the index it was chosen from, or NULL: a signature over it counts too */
 	const char *registries_d;         /* --registries.d; NULL: mlfs_registries_d_locate()'s choice */
-	bool offline;                     /* no network: http(s) lookaside stores refuse */
+	bool offline;                     /* no network: http(s) lookaside stores and attachments are read
+					     from what cache_dir kept */
 	struct mlfs_registry *reg;        /* where sigstore attachments are fetched from */
+	const char *cache_dir;            /* where signatures are kept for offline use */
+	struct mlfs_sig_keep *keep;       /* online: filled with what was fetched and accepted (or NULL) */
 };
 
 /* Every signedBy and sigstoreSigned requirement of the scopes that apply

@@ -111,18 +111,28 @@ static int check_policy(struct mlfs_image *img, const struct mlfs_image_opts *op
 
 /* The manifest to mount is known (and the index it came from): the
  * policy's signature requirements are checked against them
- * (policyverify.c), then what was held back goes into the cache. */
+ * (policyverify.c), then what was held back goes into the cache, the
+ * signatures fetched over the network last (after the manifests they
+ * sign: `cache gc` removes signatures whose manifest is gone).  Refused,
+ * nothing is kept, and signatures a fresh fetch no longer finds (or no
+ * longer accepts) are not kept any more either: offline must not accept
+ * what online just refused for want of a signature. */
 static int verify_signatures(struct mlfs_image *img, const struct mlfs_image_opts *opts,
 			     const struct mlfs_policy *policy, const struct mlfs_fetched *top,
 			     const struct mlfs_fetched *man, struct mlfs_err *err)
 {
+	struct mlfs_sig_keep keep = { 0 };
 	struct mlfs_policy_subject s = { .ref = &img->ref, .manifest_digest = man->digest,
 					 .index_digest = top->body ? top->digest : NULL,
 					 .registries_d = opts->registries_d, .offline = img->offline,
-					 .reg = img->reg };
+					 .reg = img->reg, .cache_dir = img->cache_dir,
+					 .keep = img->offline ? NULL : &keep };
 	int r = mlfs_policy_verify(policy, &s, &img->signed_by, err);
-	if (r < 0)
+	if (r < 0) {
+		(void)mlfs_sig_keep_commit(img->cache_dir, &keep, false);
+		mlfs_sig_keep_clear(&keep);
 		return r;
+	}
 	img->hold = false;
 	if (img->offline)
 		return 0; /* read from the cache: already there */
@@ -131,6 +141,10 @@ static int verify_signatures(struct mlfs_image *img, const struct mlfs_image_opt
 				   top->body ? top->media : man->media) < 0)
 		log_warn(MLFS_AREA_FETCH, "cannot keep the manifest of %s in the cache %s", img->canonical,
 			 img->cache_dir);
+	else if (mlfs_sig_keep_commit(img->cache_dir, &keep, true) < 0)
+		log_warn(MLFS_AREA_FETCH, "cannot keep the signatures of %s in the cache %s for offline use",
+			 img->canonical, img->cache_dir);
+	mlfs_sig_keep_clear(&keep);
 	return 0;
 }
 

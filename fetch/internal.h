@@ -181,6 +181,10 @@ int mlfs_metacache_put_ref(const char *cache_dir, const struct mlfs_ref *ref, co
 			   enum mlfs_media media);
 int mlfs_metacache_get_ref(const char *cache_dir, const struct mlfs_ref *ref,
 			   char digest[MLFS_DIGEST_MAX], enum mlfs_media *media);
+/* path written whole: a temp name beside it, fsync, rename (parents made). */
+int mlfs_cache_write_atomic(const char *path, const void *buf, size_t len);
+/* A file of at most max bytes into *buf (malloc'd, NUL-terminated): -errno, -EFBIG. */
+int mlfs_cache_read_small(const char *path, size_t max, char **buf, size_t *len);
 
 /* ---- policy.c, policymatch.c: containers-policy.json(5) ----------------- */
 
@@ -480,6 +484,8 @@ void mlfs_lookaside_free(struct mlfs_lookaside *l);
  * 0, -ENOENT when there is none, -errno + err otherwise. */
 int mlfs_lookaside_get(struct mlfs_lookaside *l, const char *digest, unsigned n, void **buf, size_t *len,
 		       struct mlfs_err *err);
+/* Whether the store is reached over the network (http, https). */
+bool mlfs_lookaside_remote(const struct mlfs_lookaside *l);
 /* The URL of signature n, for messages (malloc'd). */
 char *mlfs_lookaside_url(const struct mlfs_lookaside *l, const char *digest, unsigned n);
 
@@ -531,3 +537,55 @@ void mlfs_sigstore_keys_free(struct mlfs_sigstore_keys *k);
  * (for messages) in who; -EBADMSG with why. */
 int mlfs_sigstore_verify(const struct mlfs_sigstore_keys *k, const void *payload, size_t len, const char *b64sig,
 			 char *who, size_t who_len, char *why, size_t why_len);
+
+/* ---- sigcache.c: signatures kept for offline use ----------------------- */
+
+struct mlfs_cached_sig {
+	void *data;                      /* the signature file (GPG), or the payload (sigstore) */
+	size_t len;
+	char *signature;                 /* sigstore: the annotation's base64; NULL for GPG */
+};
+
+/* The signatures kept for one signed digest from one source (a lookaside
+ * store's URL for the repository; the repository for attachments). */
+struct mlfs_sigcache_entry {
+	enum mlfs_sig_kind kind;         /* MLFS_SIG_SIMPLE: lookaside; MLFS_SIG_COSIGN: attachments */
+	char digest[MLFS_DIGEST_MAX];
+	char *source;
+	struct mlfs_cached_sig *v;
+	size_t n, cap;
+};
+
+/* <cache>/sigs/sha256/<hex>.<kind>-<source hash> (malloc'd); NULL for a bad digest. */
+char *mlfs_sigcache_path(const char *cache_dir, enum mlfs_sig_kind kind, const char *digest, const char *source);
+/* Adds a copy (once: an equal one is not added again). */
+int mlfs_sigcache_entry_add(struct mlfs_sigcache_entry *e, const void *data, size_t len, const char *signature);
+void mlfs_sigcache_entry_clear(struct mlfs_sigcache_entry *e);
+/* The file's JSON (malloc'd), and back: -EBADMSG when malformed or kept
+ * for another kind, digest or source. */
+int mlfs_sigcache_encode(const struct mlfs_sigcache_entry *e, char **out, size_t *len);
+int mlfs_sigcache_decode(const void *buf, size_t len, enum mlfs_sig_kind kind, const char *digest,
+			 const char *source, struct mlfs_sigcache_entry *out);
+/* What was kept: -ENOENT when nothing, -EBADMSG (and removed) when damaged. */
+int mlfs_sigcache_get(const char *cache_dir, enum mlfs_sig_kind kind, const char *digest, const char *source,
+		      struct mlfs_sigcache_entry *out);
+/* Replaces what was kept with e (removes it when e holds none). */
+int mlfs_sigcache_put(const char *cache_dir, const struct mlfs_sigcache_entry *e);
+
+/* What one verification saw, to keep once the image is accepted. */
+struct mlfs_sig_keep {
+	struct mlfs_sigcache_entry *v;
+	size_t n, cap;
+};
+/* A digest's signatures from a source were read to the end, fresh: what
+ * was kept for them is replaced (by none, unless some are accepted).
+ * k may be NULL (offline: nothing kept). */
+int mlfs_sig_keep_examined(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest, const char *source);
+/* One signature verified and accepted. */
+int mlfs_sig_keep_accepted(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest, const char *source,
+			   const void *data, size_t len, const char *signature);
+/* Into the cache: accepted, every entry replaces what was kept; refused,
+ * only the entries without an accepted signature (they are gone), and
+ * nothing is written. */
+int mlfs_sig_keep_commit(const char *cache_dir, const struct mlfs_sig_keep *k, bool accepted);
+void mlfs_sig_keep_clear(struct mlfs_sig_keep *k);

@@ -11,7 +11,8 @@
  * The base comes from the administrator's configuration, not from the
  * registry, so its host is reached whatever its address (the client's
  * "home"); a redirect elsewhere follows the usual rule.  Offline, an
- * http(s) store refuses: it cannot be asked. */
+ * http(s) store refuses: it cannot be asked (policyverify.c reads what
+ * the last online run kept instead, sigcache.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -93,6 +94,11 @@ void mlfs_lookaside_free(struct mlfs_lookaside *l)
 	free(l->base);
 	free(l->dir);
 	free(l);
+}
+
+bool mlfs_lookaside_remote(const struct mlfs_lookaside *l)
+{
+	return !l->dir;
 }
 
 /* "@sha256=<hex>/signature-<n>" after the repository. */

@@ -35,7 +35,7 @@ static int mkdir_parents(char *path)
 }
 
 /* Write-then-rename, so a reader never sees half a file. */
-static int write_atomic(const char *path, const void *buf, size_t len)
+int mlfs_cache_write_atomic(const char *path, const void *buf, size_t len)
 {
 	_cleanup_free_ char *dup = strdup(path), *tmp = NULL;
 	if (!dup || asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
@@ -71,7 +71,7 @@ static int write_atomic(const char *path, const void *buf, size_t len)
 	return 0;
 }
 
-static int read_small(const char *path, size_t max, char **buf, size_t *len)
+int mlfs_cache_read_small(const char *path, size_t max, char **buf, size_t *len)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -123,7 +123,7 @@ int mlfs_metacache_put(const char *cache_dir, const struct mlfs_fetched *f)
 	struct stat st;
 	if (stat(path, &st) == 0 && (size_t)st.st_size == f->len)
 		return 0;
-	return write_atomic(path, f->body, f->len);
+	return mlfs_cache_write_atomic(path, f->body, f->len);
 }
 
 int mlfs_metacache_get(const char *cache_dir, const char *digest, enum mlfs_media media,
@@ -134,13 +134,13 @@ int mlfs_metacache_get(const char *cache_dir, const char *digest, enum mlfs_medi
 		return -EINVAL;
 	char *buf;
 	size_t len;
-	int r = read_small(path, MLFS_MANIFEST_MAX, &buf, &len);
+	int r = mlfs_cache_read_small(path, MLFS_MANIFEST_MAX, &buf, &len);
 	if (r == -ENOENT) {
 		/* Caches written before meta/ existed kept these among the blobs. */
 		free(path);
 		if (!(path = meta_path(cache_dir, "blobs", digest)))
 			return -ENOMEM;
-		r = read_small(path, MLFS_MANIFEST_MAX, &buf, &len);
+		r = mlfs_cache_read_small(path, MLFS_MANIFEST_MAX, &buf, &len);
 	}
 	if (r < 0)
 		return r;
@@ -173,7 +173,7 @@ int mlfs_metacache_put_ref(const char *cache_dir, const struct mlfs_ref *ref, co
 	_cleanup_free_ char *path = ref_path(cache_dir, ref), *line = NULL;
 	if (!path || asprintf(&line, "%s %s\n", digest, mlfs_media_string(media)) < 0)
 		return -ENOMEM;
-	return write_atomic(path, line, strlen(line));
+	return mlfs_cache_write_atomic(path, line, strlen(line));
 }
 
 int mlfs_metacache_get_ref(const char *cache_dir, const struct mlfs_ref *ref, char digest[MLFS_DIGEST_MAX],
@@ -183,7 +183,7 @@ int mlfs_metacache_get_ref(const char *cache_dir, const struct mlfs_ref *ref, ch
 	size_t len;
 	if (!path)
 		return -ENOMEM;
-	int r = read_small(path, 4096, &buf, &len);
+	int r = mlfs_cache_read_small(path, 4096, &buf, &len);
 	if (r < 0)
 		return r;
 	char d[MLFS_DIGEST_MAX + 1], m[256];

@@ -19,7 +19,14 @@
  * from (a signature over the index covers the manifests it lists by
  * digest).  A refusal is one line: the image, the policy, the scope and
  * requirement, and what was missing or wrong (with several signatures,
- * what was wrong with the first). */
+ * what was wrong with the first).
+ *
+ * Signatures that need the network (an http(s) lookaside store, sigstore
+ * attachments) are fetched fresh on every online run, and those accepted
+ * are handed back (s->keep) for image.c to keep once the image is
+ * accepted (sigcache.c).  Offline, those kept bytes are read instead and
+ * go through exactly the same checks against today's policy: what is
+ * kept is signatures, never a verdict. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +112,56 @@ static int load_registries_d(struct verify *v, const char *name, const struct ml
 	return mlfs_registries_d_load(dir, &v->regd, &e) < 0 ? refuse(v, name, d, i, e.msg) : 0;
 }
 
+/* Whether signatures come from what an online run kept: offline, for
+ * stores that are reached over the network. */
+static bool from_kept(const struct verify *v, bool remote)
+{
+	return v->s->offline && remote;
+}
+
+/* What an online run kept of digest's signatures from source: an empty
+ * entry when nothing (or something damaged) was kept. */
+static int load_kept(struct verify *v, enum mlfs_sig_kind kind, const char *digest, const char *source,
+		     struct mlfs_sigcache_entry *kept, struct mlfs_err *err)
+{
+	mlfs_sigcache_entry_clear(kept);
+	int r = v->s->cache_dir ? mlfs_sigcache_get(v->s->cache_dir, kind, digest, source, kept) : -ENOENT;
+	if (r == -ENOMEM)
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	if (r < 0)
+		log_debug(MLFS_AREA_FETCH, "no signatures of %s from %s kept in %s: %s", digest, source,
+			  v->s->cache_dir ? v->s->cache_dir : "(no cache)", strerror(-r));
+	return 0;
+}
+
+/* Signature n of digest: from the store, or offline, for a network
+ * store, from what was kept (kept loaded when n is 1). */
+static int get_signature(struct verify *v, struct mlfs_lookaside *l, const char *base, const char *digest,
+			 unsigned n, struct mlfs_sigcache_entry *kept, void **sig, size_t *len, struct mlfs_err *e)
+{
+	*sig = NULL;
+	*len = 0;
+	if (!from_kept(v, mlfs_lookaside_remote(l)))
+		return mlfs_lookaside_get(l, digest, n, sig, len, e);
+	int r = n == 1 ? load_kept(v, MLFS_SIG_SIMPLE, digest, base, kept, e) : 0;
+	if (r < 0)
+		return r;
+	if (n > kept->n)
+		return -ENOENT;
+	if (!(*sig = malloc(kept->v[n - 1].len ? kept->v[n - 1].len : 1)))
+		return mlfs_err_set(e, ENOMEM, "out of memory");
+	memcpy(*sig, kept->v[n - 1].data, kept->v[n - 1].len);
+	*len = kept->v[n - 1].len;
+	return 0;
+}
+
+/* The refusal when offline found nothing kept. */
+static void none_kept(char *msg, size_t len, const char *name, const char *where)
+{
+	snprintf(msg, len, "no signature kept for offline use (signatures from %s are kept when they verify "
+		 "online: run once online, e.g. mlfs pull %s)", where, name);
+}
+
 static int signed_by(struct verify *v, const char *name, const struct mlfs_policy_decision *d, size_t i)
 {
 	const struct mlfs_policy_req *req = &d->reqs->v[i];
@@ -127,6 +184,8 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 	char first_why[560] = "", why[512], signer[512], msg[1024];
 	unsigned found = 0;
 	bool decided = false;            /* r is the answer: accepted, or refused for a reason of its own */
+	bool remote = mlfs_lookaside_remote(l);
+	struct mlfs_sigcache_entry kept = { 0 };
 	for (int k = 0; k < 2 && digests[k] && !decided; k++) {
 		for (unsigned n = 1;; n++) {
 			if (n > MLFS_LOOKASIDE_MAX) {
@@ -137,9 +196,16 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 			}
 			_cleanup_free_ void *sig = NULL;
 			size_t len = 0;
-			int g_r = mlfs_lookaside_get(l, digests[k], n, &sig, &len, &e);
-			if (g_r == -ENOENT)
+			int g_r = get_signature(v, l, base, digests[k], n, &kept, &sig, &len, &e);
+			if (g_r == -ENOENT) {
+				/* Read to the end, fresh: what was kept for it is replaced. */
+				if (remote && !v->s->offline &&
+				    mlfs_sig_keep_examined(v->s->keep, MLFS_SIG_SIMPLE, digests[k], base) < 0) {
+					r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+					decided = true;
+				}
 				break;
+			}
 			if (g_r < 0) {
 				r = refuse(v, name, d, i, e.msg);
 				decided = true;
@@ -156,7 +222,10 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 			if (g_r == 0) {
 				log_debug(MLFS_AREA_FETCH, "%s: signature-%u of %s accepted: %s", name, n, digests[k],
 					  signer);
-				if (!v->signed_by && !(v->signed_by = strdup(signer)))
+				if ((!v->signed_by && !(v->signed_by = strdup(signer))) ||
+				    (remote && !v->s->offline &&
+				     mlfs_sig_keep_accepted(v->s->keep, MLFS_SIG_SIMPLE, digests[k], base, sig, len,
+							    NULL) < 0))
 					r = mlfs_err_set(v->err, ENOMEM, "out of memory");
 				else
 					r = 0;
@@ -175,7 +244,9 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 	}
 	if (!decided) {
 		_cleanup_free_ char *url = mlfs_lookaside_url(l, digests[0], 1);
-		if (!found)
+		if (!found && from_kept(v, remote))
+			none_kept(msg, sizeof msg, name, base);
+		else if (!found)
 			snprintf(msg, sizeof msg, "no signature found (none at %s%s)", url ? url : base,
 				 digests[1] ? ", nor for the index" : "");
 		else
@@ -183,16 +254,31 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 				 found, found > 1 ? "s" : "", first_why);
 		r = refuse(v, name, d, i, msg);
 	}
+	mlfs_sigcache_entry_clear(&kept);
 	mlfs_gpg_free(g);
 	mlfs_lookaside_free(l);
 	return r;
 }
 
-/* One layer of a .sig manifest: its payload fetched by digest, its
- * signature checked with the keys, then the payload.  0: accepted. */
+/* A payload with its signature: checked with the keys, then its content.
+ * 0: accepted (signer filled). */
+static int cosign_check(struct mlfs_sigstore_keys *keys, const struct mlfs_policy_req *req, const char *name,
+			const char *digest, const void *payload, size_t len, const char *b64sig, char *signer,
+			size_t signer_len, char *why, size_t why_len)
+{
+	char who[80];
+	int r = mlfs_sigstore_verify(keys, payload, len, b64sig, who, sizeof who, why, why_len);
+	if (r == 0)
+		r = check_payload(req, MLFS_SIG_COSIGN, name, digest, payload, len, who, signer, signer_len, why,
+				  why_len);
+	return r;
+}
+
+/* One layer of a .sig manifest: its payload fetched by digest, then
+ * checked; an accepted one is kept (with source) for offline use. */
 static int sigstore_layer(struct verify *v, struct mlfs_sigstore_keys *keys, const struct mlfs_policy_req *req,
-			  const char *name, const char *digest, const struct mlfs_sig_layer *l, char *signer,
-			  size_t signer_len, char *why, size_t why_len)
+			  const char *name, const char *digest, const char *source, const struct mlfs_sig_layer *l,
+			  char *signer, size_t signer_len, char *why, size_t why_len)
 {
 	struct mlfs_err e = { 0 };
 	if (strcmp(l->desc.media_type, "application/vnd.dev.cosign.simplesigning.v1+json")) {
@@ -209,17 +295,62 @@ static int sigstore_layer(struct verify *v, struct mlfs_sigstore_keys *keys, con
 		snprintf(why, why_len, "%.400s", e.msg);
 		return r == -ENOMEM ? r : -EBADMSG;
 	}
-	char who[80];
-	r = mlfs_sigstore_verify(keys, f.body, f.len, l->signature, who, sizeof who, why, why_len);
-	if (r == 0)
-		r = check_payload(req, MLFS_SIG_COSIGN, name, digest, f.body, f.len, who, signer, signer_len, why,
-				  why_len);
+	r = cosign_check(keys, req, name, digest, f.body, f.len, l->signature, signer, signer_len, why, why_len);
+	if (r == 0 && mlfs_sig_keep_accepted(v->s->keep, MLFS_SIG_COSIGN, digest, source, f.body, f.len,
+					     l->signature) < 0)
+		r = -ENOMEM;
 	mlfs_fetched_clear(&f);
 	return r;
 }
 
+/* What a candidate's check (g_r) means for the requirement: decided
+ * (accepted, or out of memory) with r set, or the first refusal noted. */
+static bool judge(struct verify *v, int g_r, const char *name, const char *what, const char *signer,
+		  const char *why, char *first_why, size_t first_why_len, int *r)
+{
+	if (g_r == 0) {
+		log_debug(MLFS_AREA_FETCH, "%s: %s accepted: %s", name, what, signer);
+		*r = !v->signed_by && !(v->signed_by = strdup(signer)) ? mlfs_err_set(v->err, ENOMEM, "out of memory")
+								       : 0;
+		return true;
+	}
+	if (g_r == -ENOMEM) {
+		*r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+		return true;
+	}
+	log_debug(MLFS_AREA_FETCH, "%s: %s refused: %s", name, what, why);
+	if (!*first_why)
+		snprintf(first_why, first_why_len, "%s: %s", what, why);
+	return false;
+}
+
+/* Offline: the attachments an online run kept, checked again. */
+static bool sigstore_kept(struct verify *v, struct mlfs_sigstore_keys *keys, const struct mlfs_policy_req *req,
+			  const char *name, const char *digest, const char *source, unsigned *found, char *first_why,
+			  size_t first_why_len, int *r)
+{
+	struct mlfs_sigcache_entry kept = { 0 };
+	struct mlfs_err e = { 0 };
+	char why[512], signer[512], what[160];
+	bool decided = false;
+	if (load_kept(v, MLFS_SIG_COSIGN, digest, source, &kept, &e) < 0) {
+		*r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+		return true;
+	}
+	for (size_t j = 0; j < kept.n && !decided; j++) {
+		(*found)++;
+		int g_r = cosign_check(keys, req, name, digest, kept.v[j].data, kept.v[j].len, kept.v[j].signature,
+				       signer, sizeof signer, why, sizeof why);
+		snprintf(what, sizeof what, "the kept signature %zu of %s", j + 1, digest);
+		decided = judge(v, g_r, name, what, signer, why, first_why, first_why_len, r);
+	}
+	mlfs_sigcache_entry_clear(&kept);
+	return decided;
+}
+
 /* sigstoreSigned with keys: the signatures cosign attached in the
- * registry (sigattach.c), where registries.d says to look for them. */
+ * registry (sigattach.c), where registries.d says to look for them;
+ * offline, those an online run kept. */
 static int sigstore_signed(struct verify *v, const char *name, const struct mlfs_policy_decision *d, size_t i)
 {
 	const struct mlfs_policy_req *req = &d->reqs->v[i];
@@ -234,25 +365,39 @@ static int sigstore_signed(struct verify *v, const char *name, const struct mlfs
 			 v->regd->dir);
 		return refuse(v, name, d, i, msg);
 	}
-	if (v->s->offline || !v->s->reg)
-		return refuse(v, name, d, i, "sigstore signatures are attached in the registry, which cannot be "
-			      "asked offline (mount without offline)");
+	if (!v->s->offline && !v->s->reg)
+		return refuse(v, name, d, i, "sigstore signatures are attached in the registry, which is not "
+			      "reachable here");
+	_cleanup_free_ char *source = NULL;
+	if (asprintf(&source, "%s/%s", v->s->ref->domain, v->s->ref->path) < 0)
+		return mlfs_err_set(v->err, ENOMEM, "out of memory");
 	struct mlfs_sigstore_keys *keys = NULL;
 	if ((r = mlfs_sigstore_keys_new(&req->keys, &keys, &e)) < 0)
 		return refuse(v, name, d, i, e.msg);
 	const char *digests[2] = { v->s->manifest_digest, NULL };
 	if (v->s->index_digest && *v->s->index_digest && strcmp(v->s->index_digest, v->s->manifest_digest))
 		digests[1] = v->s->index_digest;
-	char first_why[700] = "", why[512], signer[512], tag[128];
+	char first_why[700] = "", why[512], signer[512], tag[128], what[200];
 	unsigned found = 0;
 	bool decided = false;
 	for (int k = 0; k < 2 && digests[k] && !decided; k++) {
 		struct mlfs_fetched f = { 0 };
 		if (mlfs_sig_tag(digests[k], tag, sizeof tag) < 0)
 			continue;
-		int g_r = mlfs_registry_get_manifest(v->s->reg, tag, &f, &e);
-		if (g_r == -ENOENT)
+		if (v->s->offline) {
+			decided = sigstore_kept(v, keys, req, name, digests[k], source, &found, first_why,
+						sizeof first_why, &r);
 			continue;
+		}
+		int g_r = mlfs_registry_get_manifest(v->s->reg, tag, &f, &e);
+		if (g_r == -ENOENT) {
+			/* None there now: what was kept for it goes. */
+			if (mlfs_sig_keep_examined(v->s->keep, MLFS_SIG_COSIGN, digests[k], source) < 0) {
+				r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+				decided = true;
+			}
+			continue;
+		}
 		if (g_r < 0) {
 			r = refuse(v, name, d, i, e.msg);
 			decided = true;
@@ -266,30 +411,25 @@ static int sigstore_signed(struct verify *v, const char *name, const struct mlfs
 			found++;
 			if (!*first_why)
 				snprintf(first_why, sizeof first_why, "%s: %s", tag, why);
-			continue;
 		}
-		for (size_t j = 0; j < n && !decided; j++) {
+		for (size_t j = 0; g_r == 0 && j < n && !decided; j++) {
 			found++;
-			g_r = sigstore_layer(v, keys, req, name, digests[k], &layers[j], signer, sizeof signer, why,
-					     sizeof why);
-			if (g_r == 0) {
-				log_debug(MLFS_AREA_FETCH, "%s: %s layer %zu accepted: %s", name, tag, j + 1, signer);
-				r = !v->signed_by && !(v->signed_by = strdup(signer))
-					    ? mlfs_err_set(v->err, ENOMEM, "out of memory") : 0;
-				decided = true;
-			} else if (g_r == -ENOMEM) {
-				r = mlfs_err_set(v->err, ENOMEM, "out of memory");
-				decided = true;
-			} else {
-				log_debug(MLFS_AREA_FETCH, "%s: %s layer %zu refused: %s", name, tag, j + 1, why);
-				if (!*first_why)
-					snprintf(first_why, sizeof first_why, "%s layer %zu: %s", tag, j + 1, why);
-			}
+			int l_r = sigstore_layer(v, keys, req, name, digests[k], source, &layers[j], signer,
+						 sizeof signer, why, sizeof why);
+			snprintf(what, sizeof what, "%s layer %zu", tag, j + 1);
+			decided = judge(v, l_r, name, what, signer, why, first_why, sizeof first_why, &r);
 		}
 		mlfs_sig_layers_free(layers, n);
+		/* Read whole (a .sig that does not parse has nothing to keep). */
+		if (!decided && mlfs_sig_keep_examined(v->s->keep, MLFS_SIG_COSIGN, digests[k], source) < 0) {
+			r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+			decided = true;
+		}
 	}
 	if (!decided) {
-		if (!found)
+		if (!found && v->s->offline)
+			none_kept(msg, sizeof msg, name, source);
+		else if (!found)
 			snprintf(msg, sizeof msg, "no signature found (no %s.sig in %s/%s%s)", tag, v->s->ref->domain,
 				 v->s->ref->path, digests[1] ? ", nor for the index" : "");
 		else

@@ -7,8 +7,9 @@
  *     data/sha256/K     the bytes             (gone last: it carries the lock)
  * A kept compressed blob (blobs/sha256/<hex>) is a unit of its own, and so
  * is each leftover: a <hex>.partial download, a *.tmp-* file being written.
- * Manifests, configs and tag records (meta/, refs/) are tiny and belong to
- * images, not to this LRU: `mlfs cache gc` ages them out with their images.
+ * Manifests, configs, tag records and the signatures kept for offline use
+ * (meta/, refs/, sigs/) are tiny and belong to images, not to this LRU:
+ * `mlfs cache gc` ages them out with their images.
  *
  * Locks (flock; they vanish with the process, so a crash never leaves one):
  *
@@ -174,7 +175,7 @@ static int scan_dir(struct scan *s, const char *kind)
 			continue;
 		uint64_t bytes = on_disk(&st);
 		char key[MLFS_DIGEST_MAX];
-		bool meta = !strcmp(kind, "meta");
+		bool meta = !strcmp(kind, "meta") || !strcmp(kind, "sigs");
 		if (is_temp_name(de->d_name)) {
 			s->use->temp += bytes;
 			rc = add_leftover(s, MLFS_CACHE_TEMP, dir, de->d_name, &st);
@@ -258,7 +259,7 @@ int mlfs_cache_scan(const char *cache_dir, struct mlfs_cache_item **items, size_
 {
 	struct mlfs_cache_usage u = { 0 };
 	struct scan s = { .cache_dir = cache_dir, .use = &u };
-	static const char *const kinds[] = { "data", "index", "chunks", "blobs", "meta" };
+	static const char *const kinds[] = { "data", "index", "chunks", "blobs", "meta", "sigs" };
 	int rc = 0;
 	for (size_t k = 0; rc == 0 && k < sizeof kinds / sizeof kinds[0]; k++)
 		rc = scan_dir(&s, kinds[k]);

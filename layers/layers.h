@@ -186,7 +186,8 @@ struct mlfs_cache_item {
 	bool has_index, has_data, has_chunks;
 };
 
-/* Bytes on disk by kind, and their sum. */
+/* Bytes on disk by kind, and their sum (meta: manifests, configs, tag
+ * records and the signatures kept for offline use). */
 struct mlfs_cache_usage {
 	uint64_t data, index, chunks, blobs, partial, temp, meta, other;
 	uint64_t total;

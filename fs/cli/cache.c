@@ -63,13 +63,14 @@ static int cache_load(struct cache *c, const char *option)
 		cache_clear(c);
 		return r;
 	}
-	qsort(c->items, c->n_items, sizeof *c->items, cmp_item);
+	if (c->n_items) /* an empty cache has no array: NULL is not for qsort */
+		qsort(c->items, c->n_items, sizeof *c->items, cmp_item);
 	return 0;
 }
 
 static struct mlfs_cache_item *find(const struct cache *c, enum mlfs_cache_kind kind, const char *key)
 {
-	if (!key[0])
+	if (!key[0] || !c->n_items)
 		return NULL;
 	struct mlfs_cache_item probe = { .kind = kind };
 	snprintf(probe.key, sizeof probe.key, "%s", key);
@@ -372,6 +373,10 @@ static void forget_images(const struct cache *c, const bool *going)
 				continue;
 			if (mlfs_metacache_drop(c->dir, digests[d]) == 0)
 				printf("removed %s %s of %s\n", d == 0 ? "config" : "manifest", digests[d], im->reference);
+			int sigs = d == 0 ? 0 : mlfs_sigcache_drop(c->dir, digests[d]);
+			if (sigs > 0)
+				printf("removed the signatures of %s kept for offline use (%d file%s)\n", digests[d], sigs,
+				       sigs > 1 ? "s" : "");
 		}
 		if (!ref_file_kept(c, going, im->ref_file) && unlink(im->ref_file) == 0)
 			printf("removed reference %s\n", im->reference);
@@ -536,6 +541,12 @@ static int cmd_gc(struct cache *c, const struct cache_args *args, int argc, char
 	if (going)
 		forget_images(c, going);
 	free(going);
+	/* Signatures whose manifest went some other way (removed by hand,
+	 * found damaged): nothing could use them. */
+	int orphans = mlfs_sigcache_sweep(c->dir);
+	if (orphans > 0)
+		printf("removed %d file%s of signatures whose manifest is no longer cached\n", orphans,
+		       orphans > 1 ? "s" : "");
 	char size[32];
 	mlfs_format_size(c->use.total, size, sizeof size);
 	printf("cache %s: %s\n", c->dir, size);

@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -289,10 +290,24 @@ def test_no_gpg_home_left_behind(mlfs, signing, tmp_path):
 
 
 class Served:
+    """A directory served over HTTP on loopback, counting the requests."""
+
     def __init__(self, root):
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
-        handler.log_message = lambda *a: None
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.hits = []
+        hits = self.hits
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=root, **kw)
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                hits.append(self.path)
+                super().do_GET()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -302,9 +317,17 @@ class Served:
         self.server.server_close()
 
 
-def test_http_lookaside_and_offline(mlfs, mounter, signing, tmp_path):
-    """The same store served over HTTP on loopback; offline, an HTTP store
-    cannot be asked and refuses clearly, while a file:// store still works."""
+def kept_signatures(mlfs_env):
+    d = os.path.join(mlfs_env["MLFS_CACHE"], "sigs", "sha256")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_http_lookaside_and_offline(mlfs, mlfs_env, mounter, signing, demo, tmp_path):
+    """The same store served over HTTP on loopback.  Online, signatures
+    are fetched fresh every time and those that verify are kept in the
+    cache; offline, the kept ones are verified again against the policy
+    of the day (nothing asked of the store or the registry), and with none
+    kept the refusal says to run once online."""
     served = Served(signing.lookaside)
     try:
         regd = write_registries_d(os.path.join(str(tmp_path), "regd-http"), signing.host, served.url)
@@ -312,21 +335,111 @@ def test_http_lookaside_and_offline(mlfs, mounter, signing, tmp_path):
         ref = "%s/signed:latest" % signing.host
         sk, sk_err = skopeo_accepts(policy, regd, ref, tmp_path)
         assert sk, sk_err
-        assert_ok(mlfs("pull", "--policy", policy, "--registries.d", regd, ref))
         r = mlfs("inspect", "--policy", policy, "--registries.d", regd, "%s/unsigned:latest" % signing.host)
         assert r.rc != 0 and "no signature found (none at %s/unsigned@sha256=" % served.url in r.stderr, r.stderr
-        # offline: the HTTP store cannot be read
+        assert kept_signatures(mlfs_env) == [], "a refused image's (missing) signatures left files"
+
+        # The image cached without its signatures: offline, nothing to verify.
+        assert_ok(mlfs("pull", "--insecure-policy", ref))
         r = mlfs("inspect", "--offline", "--policy", policy, "--registries.d", regd, ref)
-        assert r.rc != 0 and "cannot be read offline" in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert r.rc != 0 and len(lines) == 1 and policy in lines[0], r.stderr
+        assert ("no signature kept for offline use (signatures from %s/signed are kept when they verify online: "
+                "run once online, e.g. mlfs pull %s)" % (served.url, ref)) in lines[0], r.stderr
         m = mounter.mount(ref, "offline", "policy=" + policy, "registries.d=" + regd, check=False)
         assert not m.ok and not is_mounted(m.mountpoint)
-        # offline with the file:// store: verified from the disk, mounted from the cache
-        assert_ok(mlfs("inspect", "--offline", "--policy", policy, "--registries.d", signing.regd, ref))
-        m = mounter.mount(ref, "offline", "policy=" + policy, "registries.d=" + signing.regd)
+
+        # Online: fetched, verified, kept (the platform's manifest's signature: the first that verifies).
+        hits = len(served.hits)
+        r = mlfs("inspect", "--json", "--policy", policy, "--registries.d", regd, ref)
+        assert_ok(r)
+        manifest = json.loads(r.stdout)["manifest_digest"]
+        assert len(served.hits) > hits
+        kept = kept_signatures(mlfs_env)
+        assert len(kept) == 1 and kept[0].startswith(manifest.split(":")[1] + ".lookaside-"), kept
+        du = json.loads(mlfs("cache", "du", "--json").stdout)
+        assert du["meta"] >= os.path.getsize(os.path.join(mlfs_env["MLFS_CACHE"], "sigs", "sha256", kept[0]))
+
+        # Offline: accepted from what was kept, without a request to the store or the registry.
+        hits, reg_requests = len(served.hits), len(demo.registry.requests())
+        r = mlfs("inspect", "--json", "--offline", "--policy", policy, "--registries.d", regd, ref)
+        assert_ok(r)
+        assert signing.fpr in json.loads(r.stdout)["signed_by"], r.stdout
+        out = os.path.join(str(tmp_path), "offline.tar")
+        assert_ok(mlfs("export", "--offline", "--policy", policy, "--registries.d", regd, "-o", out, ref))
+        m = mounter.mount(ref, "offline", "policy=" + policy, "registries.d=" + regd)
         assert m.ok and os.listdir(m.mountpoint)
         m.unmount()
+        assert len(served.hits) == hits, served.hits[hits:]
+        assert len(demo.registry.requests()) == reg_requests, demo.registry.requests()[reg_requests:]
+
+        # The policy changed since: the kept signature is checked again, never its verdict.
+        other = write_policy(str(tmp_path), "other", {signing.host: [signed_by(signing.other_pub)]})
+        r = mlfs("inspect", "--offline", "--policy", other, "--registries.d", regd, ref)
+        assert r.rc != 0 and other in r.stderr and "which is not one of the policy's" in r.stderr, r.stderr
+        assert len(served.hits) == hits
+
+        # offline with the file:// store: verified from the disk, as ever
+        assert_ok(mlfs("inspect", "--offline", "--policy", policy, "--registries.d", signing.regd, ref))
     finally:
         served.stop()
+
+
+def test_revoked_signature_not_kept(mlfs, mlfs_env, signing, tmp_path):
+    """A fresh fetch replaces what was kept: signatures removed from the
+    store take effect online at once, and offline after that too."""
+    store = os.path.join(str(tmp_path), "store")
+    shutil.copytree(signing.lookaside, store)
+    served = Served(store)
+    try:
+        regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, served.url)
+        policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+        ref = "%s/signed:latest" % signing.host
+        assert_ok(mlfs("pull", "--policy", policy, "--registries.d", regd, ref))
+        assert len(kept_signatures(mlfs_env)) == 1
+        assert_ok(mlfs("inspect", "--offline", "--policy", policy, "--registries.d", regd, ref))
+        for d in os.listdir(store):
+            if d.startswith("signed@"):
+                shutil.rmtree(os.path.join(store, d))
+        r = mlfs("inspect", "--policy", policy, "--registries.d", regd, ref)
+        assert r.rc != 0 and "no signature found" in r.stderr, r.stderr
+        assert kept_signatures(mlfs_env) == []
+        r = mlfs("inspect", "--offline", "--policy", policy, "--registries.d", regd, ref)
+        assert r.rc != 0 and "no signature kept for offline use" in r.stderr, r.stderr
+    finally:
+        served.stop()
+
+
+def test_kept_signatures_go_with_the_image(mlfs, mlfs_env, signing, tmp_path):
+    """`mlfs cache gc` removes the kept signatures with their image's metadata."""
+    served = Served(signing.lookaside)
+    try:
+        regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, served.url)
+        policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+        ref = "%s/signed:latest" % signing.host
+        assert_ok(mlfs("pull", "--policy", policy, "--registries.d", regd, ref))
+    finally:
+        served.stop()
+    kept = kept_signatures(mlfs_env)
+    assert len(kept) == 1
+    # The image's record resolved 40 days ago, its layers evicted: its metadata goes, signatures included.
+    ref_file = os.path.join(mlfs_env["MLFS_CACHE"], "refs", signing.host, "signed", "latest")
+    old = time.time() - 40 * 86400
+    os.utime(ref_file, (old, old))
+    r = mlfs("cache", "gc", "--max", "0")
+    assert_ok(r)
+    assert "removed reference %s" % ref in r.stdout, r.stdout
+    assert "removed the signatures of sha256:%s kept for offline use (1 file)" % kept[0].split(".")[0] in r.stdout, \
+        r.stdout
+    assert kept_signatures(mlfs_env) == []
+    # A kept signature whose manifest is gone some other way: swept by gc.
+    sigs = os.path.join(mlfs_env["MLFS_CACHE"], "sigs", "sha256")
+    with open(os.path.join(sigs, kept[0]), "w") as f:
+        f.write("{}")
+    r = mlfs("cache", "gc")
+    assert_ok(r)
+    assert "removed 1 file of signatures whose manifest is no longer cached" in r.stdout, r.stdout
+    assert kept_signatures(mlfs_env) == []
 
 
 def test_registries_d_errors(mlfs, signing, tmp_path):

@@ -247,9 +247,87 @@ def test_inspect_and_offline(mlfs, cosigned, tmp_path):
     key_id = "sha256:" + hashlib.sha256(der).hexdigest()[:16]
     assert json.loads(r.stdout)["signed_by"].startswith("sigstore key %s as %s/cosigned (manifest sha256:"
                                                         % (key_id, cosigned.host)), r.stdout
-    # offline: the registry cannot be asked for the attachments
-    r = mlfs("inspect", "--offline", "--policy", policy, "--registries.d", cosigned.regd, ref)
-    assert r.rc != 0 and "cannot be asked offline" in r.stderr, r.stderr
+    # offline: the attachments verified online were kept, and are verified again
+    r = mlfs("inspect", "--json", "--offline", "--policy", policy, "--registries.d", cosigned.regd, ref)
+    assert_ok(r)
+    assert json.loads(r.stdout)["signed_by"].startswith("sigstore key %s" % key_id), r.stdout
+
+
+def kept_signatures(mlfs_env):
+    d = os.path.join(mlfs_env["MLFS_CACHE"], "sigs", "sha256")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_offline_kept_attachments(mlfs, mlfs_env, mounter, cosigned, demo, tmp_path):
+    """Offline, the registry cannot be asked for the attachments: those
+    that verified online were kept in the cache, and are verified again
+    against the policy of the day without a request to the registry; with
+    none kept, the refusal says to run once online.  A fresh fetch
+    replaces them: an attachment replaced by one that no longer verifies
+    is refused online at once and no longer kept; rm/gc remove them with
+    the image."""
+    repo = "cosign-offline"
+    copy_image(demo.registry, "demo:latest", demo.registry, repo + ":latest")
+    name = "%s/%s" % (cosigned.host, repo)
+    for digest in digests_of(demo.client, repo):
+        p = cosign_payload(name, digest)
+        attach(demo.client, repo, digest, [(p, sign(cosigned.key, p), SIMPLESIGNING)])
+    ref = name + ":latest"
+    policy = write_policy(str(tmp_path), "p", {cosigned.host: [sigstore_req(cosigned.pub)]})
+    opts = ["--policy", policy, "--registries.d", cosigned.regd]
+
+    # Cached without its signatures: nothing to verify offline.
+    assert_ok(mlfs("pull", "--insecure-policy", ref))
+    r = mlfs("inspect", "--offline", *(opts + [ref]))
+    lines = r.stderr.strip().splitlines()
+    assert r.rc != 0 and len(lines) == 1 and policy in lines[0], r.stderr
+    assert ("no signature kept for offline use (signatures from %s are kept when they verify online: run once "
+            "online, e.g. mlfs pull %s)" % (name, ref)) in lines[0], r.stderr
+
+    # Online: verified and kept.
+    r = mlfs("inspect", "--json", *(opts + [ref]))
+    assert_ok(r)
+    manifest = json.loads(r.stdout)["manifest_digest"]
+    kept = kept_signatures(mlfs_env)
+    assert len(kept) == 1 and kept[0].startswith(manifest.split(":")[1] + ".sigstore-"), kept
+
+    # Offline: inspect, export and a mount accepted, the registry not asked.
+    before = len(demo.registry.requests())
+    assert_ok(mlfs("inspect", "--offline", *(opts + [ref])))
+    assert_ok(mlfs("export", "--offline", *(opts + ["-o", os.path.join(str(tmp_path), "x.tar"), ref])))
+    m = mounter.mount(ref, "offline", "policy=" + policy, "registries.d=" + cosigned.regd)
+    assert m.ok and os.listdir(m.mountpoint)
+    m.unmount()
+    assert len(demo.registry.requests()) == before, demo.registry.requests()[before:]
+
+    # Another key in the policy now: the kept signature does not verify with it.
+    other = ec.generate_private_key(ec.SECP256R1())
+    other_pub = os.path.join(str(tmp_path), "other.pub")
+    with open(other_pub, "wb") as f:
+        f.write(other.public_key().public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    other_policy = write_policy(str(tmp_path), "other", {cosigned.host: [sigstore_req(other_pub)]})
+    r = mlfs("inspect", "--offline", "--policy", other_policy, "--registries.d", cosigned.regd, ref)
+    assert r.rc != 0 and other_policy in r.stderr and "does not verify with the policy's key" in r.stderr, r.stderr
+    assert len(demo.registry.requests()) == before
+
+    # The attachments replaced by another key's: refused online, and no longer kept.
+    for digest in digests_of(demo.client, repo):
+        p = cosign_payload(name, digest)
+        attach(demo.client, repo, digest, [(p, sign(other, p), SIMPLESIGNING)])
+    r = mlfs("inspect", *(opts + [ref]))
+    assert r.rc != 0 and "does not verify with the policy's key" in r.stderr, r.stderr
+    assert kept_signatures(mlfs_env) == []
+    r = mlfs("inspect", "--offline", *(opts + [ref]))
+    assert r.rc != 0 and "no signature kept for offline use" in r.stderr, r.stderr
+
+    # Kept again (now for the other key), then removed with the image.
+    assert_ok(mlfs("pull", "--policy", other_policy, "--registries.d", cosigned.regd, ref))
+    assert len(kept_signatures(mlfs_env)) == 1
+    r = mlfs("cache", "rm", ref)
+    assert_ok(r)
+    assert "removed the signatures of %s kept for offline use" % manifest in r.stdout, r.stdout
+    assert kept_signatures(mlfs_env) == []
 
 
 def test_fulcio_not_supported(mlfs, cosigned, tmp_path):

@@ -1,12 +1,14 @@
 /* Signature checks that need no key and no network: the signed JSON
  * (sigpayload.c), signedIdentity matching (sigmatch.c), registries.d
  * parsing and lookaside lookup (registriesd.c), lookaside URLs and files
- * (lookaside.c).  The verification itself, with gpg and skopeo's
+ * (lookaside.c), and the signatures kept for offline use (sigcache.c).
+ * The verification itself, with gpg and skopeo's
  * signatures, is tests/integration/test_signatures.py. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -402,6 +404,157 @@ static void test_sigstore_verify(void)
 	EVP_PKEY_free(other);
 }
 
+/* ---- signatures kept for offline use ------------------------------------- */
+
+static size_t files_in(const char *dir)
+{
+	DIR *d = opendir(dir);
+	size_t n = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		n += de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void test_sigcache_format(void)
+{
+	struct mlfs_sigcache_entry e = { .kind = MLFS_SIG_COSIGN }, back;
+	snprintf(e.digest, sizeof e.digest, "%s", D1);
+	e.source = strdup("example.com/app");
+	const unsigned char bin[] = { 0, 1, 2, 0xff, 'x' };
+	tap_is_int(mlfs_sigcache_entry_add(&e, bin, sizeof bin, "c2ln"), 0, "a payload and its signature");
+	tap_is_int(mlfs_sigcache_entry_add(&e, bin, sizeof bin, "c2ln"), 0, "the same again");
+	tap_is_int(mlfs_sigcache_entry_add(&e, "", 0, "eA=="), 0, "an empty payload");
+	tap_is_int((int)e.n, 2, "kept once each");
+	char *json = NULL;
+	size_t len = 0;
+	tap_is_int(mlfs_sigcache_encode(&e, &json, &len), 0, "encoded");
+	tap_is_int(mlfs_sigcache_decode(json, len, MLFS_SIG_COSIGN, D1, "example.com/app", &back), 0, "decoded");
+	tap_ok(back.n == 2 && back.v[0].len == sizeof bin && !memcmp(back.v[0].data, bin, sizeof bin) &&
+	       !strcmp(back.v[0].signature, "c2ln") && back.v[1].len == 0 && !strcmp(back.v[1].signature, "eA=="),
+	       "the same bytes back");
+	mlfs_sigcache_entry_clear(&back);
+	/* Never used for another kind, image or store. */
+	tap_is_int(mlfs_sigcache_decode(json, len, MLFS_SIG_SIMPLE, D1, "example.com/app", &back), -EBADMSG,
+		   "another kind");
+	tap_is_int(mlfs_sigcache_decode(json, len, MLFS_SIG_COSIGN, D2, "example.com/app", &back), -EBADMSG,
+		   "another digest");
+	tap_is_int(mlfs_sigcache_decode(json, len, MLFS_SIG_COSIGN, D1, "example.com/other", &back), -EBADMSG,
+		   "another source");
+	free(json);
+	mlfs_sigcache_entry_clear(&e);
+	static const char *const bad[] = {
+		"",
+		"[]",
+		"{\"kind\":\"sigstore\",\"digest\":\"" D1 "\",\"source\":\"s\"}",
+		"{\"kind\":\"sigstore\",\"digest\":\"" D1 "\",\"source\":\"s\",\"signatures\":{}}",
+		"{\"kind\":\"sigstore\",\"digest\":\"" D1 "\",\"source\":\"s\",\"signatures\":[],\"x\":1}",
+		"{\"kind\":\"sigstore\",\"digest\":\"" D1 "\",\"source\":\"s\",\"signatures\":[{\"data\":\"!!\","
+		"\"signature\":\"x\"}]}",
+		/* sigstore without its signature, GPG with one */
+		"{\"kind\":\"sigstore\",\"digest\":\"" D1 "\",\"source\":\"s\",\"signatures\":[{\"data\":\"\"}]}",
+		"{\"kind\":\"lookaside\",\"digest\":\"" D1 "\",\"source\":\"s\",\"signatures\":[{\"data\":\"\","
+		"\"signature\":\"x\"}]}",
+		"{\"kind\":\"lookaside\",\"digest\":\"" D1 "\",\"source\":\"s\",\"signatures\":[{\"data\":\"\","
+		"\"more\":1}]}",
+		"{\"kind\":\"lookaside\",\"kind\":\"lookaside\",\"digest\":\"" D1 "\",\"source\":\"s\","
+		"\"signatures\":[]}",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		enum mlfs_sig_kind k = strstr(bad[i], "lookaside") ? MLFS_SIG_SIMPLE : MLFS_SIG_COSIGN;
+		int r = mlfs_sigcache_decode(bad[i], strlen(bad[i]), k, D1, "s", &back);
+		tap_ok(r == -EBADMSG, "bad kept file #%zu refused (%d)", i, r);
+		tap_ok(!back.n && !back.v && !back.source, "bad kept file #%zu: nothing out", i);
+	}
+	char *p1 = mlfs_sigcache_path("/c", MLFS_SIG_SIMPLE, D1, "https://a/r"),
+	     *p2 = mlfs_sigcache_path("/c", MLFS_SIG_SIMPLE, D1, "https://b/r"),
+	     *p3 = mlfs_sigcache_path("/c", MLFS_SIG_COSIGN, D1, "https://a/r");
+	tap_ok(p1 && !strncmp(p1, "/c/sigs/sha256/1111111111111111111111111111111111111111111111111111111111111111"
+			      ".lookaside-", 90) && strlen(p1) == 90 + 16, "keyed by digest, kind and source (%s)", p1 ? p1 : "NULL");
+	tap_ok(p1 && p2 && p3 && strcmp(p1, p2) && strcmp(p1, p3), "another source or kind, another file");
+	tap_ok(!mlfs_sigcache_path("/c", MLFS_SIG_SIMPLE, "sha256:../../x", "s"), "not a digest: no path");
+	free(p1);
+	free(p2);
+	free(p3);
+}
+
+static void test_sigcache_keep(void)
+{
+	char dir[] = "/tmp/mlfs-sigcache-XXXXXX", sigs[64], meta[128];
+	if (!mkdtemp(dir)) {
+		tap_ok(false, "mkdtemp");
+		return;
+	}
+	snprintf(sigs, sizeof sigs, "%s/sigs/sha256", dir);
+	struct mlfs_sigcache_entry got;
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://s/r", &got), -ENOENT, "nothing kept");
+
+	/* Accepted: what verified is kept, under both digests. */
+	struct mlfs_sig_keep k = { 0 };
+	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "one", 3, NULL), 0, "accepted");
+	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_COSIGN, D2, "s/r", "two", 3, "c2ln"), 0, "accepted, sigstore");
+	tap_is_int(mlfs_sig_keep_accepted(NULL, MLFS_SIG_SIMPLE, D1, "x", "x", 1, NULL), 0, "offline: no keep");
+	tap_is_int(mlfs_sig_keep_commit(dir, &k, true), 0, "committed");
+	mlfs_sig_keep_clear(&k);
+	tap_is_int((int)files_in(sigs), 2, "two files");
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://s/r", &got), 0, "read back");
+	tap_ok(got.n == 1 && got.v[0].len == 3 && !memcmp(got.v[0].data, "one", 3), "its bytes");
+	mlfs_sigcache_entry_clear(&got);
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://other/r", &got), -ENOENT,
+		   "another store: nothing");
+
+	/* Refused: nothing written, and what the fresh fetch no longer found goes. */
+	tap_is_int(mlfs_sig_keep_examined(&k, MLFS_SIG_SIMPLE, D1, "http://s/r"), 0, "examined, none accepted");
+	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D2, "http://s/r", "new", 3, NULL), 0, "one accepted");
+	tap_is_int(mlfs_sig_keep_commit(dir, &k, false), 0, "refused");
+	mlfs_sig_keep_clear(&k);
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://s/r", &got), -ENOENT, "dropped");
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D2, "http://s/r", &got), -ENOENT, "not written");
+
+	/* A fresh accepted fetch replaces the set. */
+	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_COSIGN, D2, "s/r", "three", 5, "eA=="), 0, "another");
+	tap_is_int(mlfs_sig_keep_commit(dir, &k, true), 0, "committed");
+	mlfs_sig_keep_clear(&k);
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_COSIGN, D2, "s/r", &got), 0, "read back");
+	tap_ok(got.n == 1 && got.v[0].len == 5 && !strcmp(got.v[0].signature, "eA=="), "replaced, not added to");
+	mlfs_sigcache_entry_clear(&got);
+
+	/* Damaged: removed, and then nothing is kept. */
+	char *path = mlfs_sigcache_path(dir, MLFS_SIG_COSIGN, D2, "s/r");
+	FILE *f = fopen(path, "w");
+	fputs("{\"kind\":", f);
+	fclose(f);
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_COSIGN, D2, "s/r", &got), -EBADMSG, "damaged");
+	tap_ok(access(path, F_OK) < 0, "and removed");
+	free(path);
+
+	/* With their manifest: dropped by digest, swept when it is gone. */
+	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "a", 1, NULL), 0, "D1");
+	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D1, "http://t/r", "b", 1, NULL), 0, "D1, elsewhere");
+	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_COSIGN, D2, "s/r", "c", 1, "eA=="), 0, "D2");
+	tap_is_int(mlfs_sig_keep_commit(dir, &k, true), 0, "committed");
+	mlfs_sig_keep_clear(&k);
+	tap_is_int(mlfs_sigcache_drop(dir, D1), 2, "D1's two files dropped");
+	tap_is_int((int)files_in(sigs), 1, "D2's left");
+	snprintf(meta, sizeof meta, "%s/meta/sha256", dir);
+	char *mp = mlfs_metacache_path(dir, D2);
+	tap_is_int(mlfs_cache_write_atomic(mp, "m", 1), 0, "D2's manifest cached");
+	tap_is_int(mlfs_sigcache_sweep(dir), 0, "sweep: D2's manifest is there, kept");
+	unlink(mp);
+	tap_is_int(mlfs_sigcache_sweep(dir), 1, "sweep: gone with it");
+	tap_is_int((int)files_in(sigs), 0, "nothing left");
+	free(mp);
+	rmdir(meta);
+	snprintf(meta, sizeof meta, "%s/meta", dir);
+	rmdir(meta);
+	rmdir(sigs);
+	snprintf(sigs, sizeof sigs, "%s/sigs", dir);
+	rmdir(sigs);
+	tap_is_int(rmdir(dir), 0, "nothing else left behind");
+}
+
 int main(void)
 {
 	test_payload();
@@ -410,5 +563,7 @@ int main(void)
 	test_identity();
 	test_registries_d();
 	test_lookaside();
+	test_sigcache_format();
+	test_sigcache_keep();
 	return tap_done();
 }
