@@ -198,7 +198,8 @@ static int open_reference(struct mlfs_image *img, const char *reference, const s
 {
 	bool absent = false;
 	int r = 0;
-	for (size_t i = 0; i < cands->n; i++) {
+	size_t i;
+	for (i = 0; i < cands->n; i++) {
 		if (i)
 			forget_candidate(img, policy);
 		r = open_candidate(img, cands->candidates[i], opts, policy, top, &absent, err);
@@ -209,6 +210,9 @@ static int open_reference(struct mlfs_image *img, const char *reference, const s
 				  mlfs_printable(reference, (char[256]){ 0 }, 256), cands->candidates[i],
 				  err ? err->msg : "not found");
 	}
+	if (r < 0 && !absent && cands->n > 1 && i < cands->n)
+		mlfs_err_wrap(err, "short name %s: %s (unqualified-search registry %zu of %zu; the rest were not tried)",
+			      mlfs_printable(reference, (char[256]){ 0 }, 256), cands->candidates[i], i + 1, cands->n);
 	if (r < 0 && absent && cands->n > 1)
 		mlfs_err_wrap(err, "short name %s: none of the %zu unqualified-search registries of %s has it; "
 			      "the last one", mlfs_printable(reference, (char[256]){ 0 }, 256), cands->n, cands->origin);

@@ -169,3 +169,20 @@ def test_alias_syntax_error(mlfs, tmp_path):
     assert len(lines) == 1 and lines[0].startswith(
         'mlfs: error: %s:3: invalid alias "demo" = "team/demo": the value must be a fully-qualified repository'
         % (root / "etc/containers/registries.conf.d/50-bad.conf")), r.stderr
+
+
+def test_search_stops_at_a_failure_other_than_not_found(mlfs, two, tmp_path):
+    """A first search registry nobody listens on is not "not found": the
+    search stops there (a squatter could otherwise win while it is down),
+    naming it; the second is not asked."""
+    from registry import free_port
+    first, second, demo = two
+    dead = "127.0.0.1:%d" % free_port()
+    root = conf_root(tmp_path, 'unqualified-search-registries = ["%s", "%s"]\n' % (dead, second.host))
+    before = len(manifest_gets(second))
+    r = inspect(mlfs, "team/demo", root)
+    assert r.rc != 0
+    lines = error_lines(r)
+    assert len(lines) == 1 and ("short name team/demo: %s/team/demo (unqualified-search registry 1 of 2; the rest "
+                                "were not tried)" % dead) in lines[0], r.stderr
+    assert len(manifest_gets(second)) == before
