@@ -71,8 +71,9 @@ static const char *mode_name(enum mlfs_short_mode m)
 	return m == MLFS_SHORT_ENFORCING ? "enforcing" : m == MLFS_SHORT_DISABLED ? "disabled" : "permissive";
 }
 
-static int decide(const char *input, const struct mlfs_shortconf *c, bool have_conf, struct mlfs_short_result *out,
-		  struct mlfs_err *err)
+/* all: every candidate whatever the mode (what a cache may hold under the name). */
+static int decide(const char *input, const struct mlfs_shortconf *c, bool have_conf, bool all,
+		  struct mlfs_short_result *out, struct mlfs_err *err)
 {
 	if (!mlfs_ref_is_short(input)) {
 		out->how = MLFS_SHORT_QUALIFIED;
@@ -106,7 +107,7 @@ static int decide(const char *input, const struct mlfs_shortconf *c, bool have_c
 		return add(out, input, "", "");
 	}
 	enum mlfs_short_mode mode = c->mode ? c->mode : DEFAULT_MODE;
-	if (c->n_search > 1 && mode == MLFS_SHORT_ENFORCING) {
+	if (c->n_search > 1 && mode == MLFS_SHORT_ENFORCING && !all) {
 		char list[512] = "";
 		for (size_t i = 0; i < c->n_search; i++) {
 			size_t at = strlen(list);
@@ -126,7 +127,7 @@ static int decide(const char *input, const struct mlfs_shortconf *c, bool have_c
 	return 0;
 }
 
-int mlfs_shortname_decide(const char *input, const struct mlfs_shortconf *c, bool have_conf,
+static int decide_checked(const char *input, const struct mlfs_shortconf *c, bool have_conf, bool all,
 			  struct mlfs_short_result *out, struct mlfs_err *err)
 {
 	memset(out, 0, sizeof *out);
@@ -137,12 +138,51 @@ int mlfs_shortname_decide(const char *input, const struct mlfs_shortconf *c, boo
 	if (r < 0)
 		return r;
 	mlfs_ref_clear(&ref);
-	r = decide(input, c, have_conf, out, err);
+	r = decide(input, c, have_conf, all, out, err);
 	if (r == -ENOMEM)
 		mlfs_err_set(err, ENOMEM, "out of memory");
 	if (r < 0)
 		mlfs_short_result_clear(out);
 	return r;
+}
+
+int mlfs_shortname_decide(const char *input, const struct mlfs_shortconf *c, bool have_conf,
+			  struct mlfs_short_result *out, struct mlfs_err *err)
+{
+	return decide_checked(input, c, have_conf, false, out, err);
+}
+
+int mlfs_ref_candidates(const char *input, char ***out, struct mlfs_err *err)
+{
+	*out = NULL;
+	struct mlfs_regconf conf = { 0 };
+	struct mlfs_short_result res = { 0 };
+	bool found = false;
+	int r = mlfs_regconf_load(NULL, &conf, &found, err);
+	if (r == 0)
+		r = decide_checked(input, &conf.shorts, found, true, &res, err);
+	mlfs_regconf_clear(&conf);
+	if (r < 0)
+		return r;
+	/* Moved out, NULL-terminated. */
+	char **v = realloc(res.candidates, (res.n + 1) * sizeof *v);
+	if (!v) {
+		mlfs_short_result_clear(&res);
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	}
+	v[res.n] = NULL;
+	res.candidates = NULL;
+	res.n = 0;
+	mlfs_short_result_clear(&res);
+	*out = v;
+	return 0;
+}
+
+void mlfs_ref_candidates_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
 }
 
 int mlfs_shortname_resolve(const char *input, const struct mlfs_mirror_opts *opts, struct mlfs_short_result *out,

@@ -93,6 +93,12 @@ def test_one_search_registry(mlfs, two, tmp_path):
     assert r.rc == 0, describe(r)
     assert json.loads(r.stdout)["index_digest"] == demo.index["digest"]
     assert "unqualified-search registry 1 of 1" in r.stderr and "%s/team/demo" % second.host in r.stderr, r.stderr
+    # The cache knows it by its resolved name, and `cache rm` finds it by the short one.
+    env = {"MLFS_CONFIG_ROOT": str(root)}
+    r = mlfs("cache", "rm", "team/demo", env_extra=env)
+    assert r.rc == 0, describe(r)
+    r = mlfs("cache", "rm", "team/demo", env_extra=env)
+    assert r.rc != 0 and "%s/team/demo:latest is not in the cache" % second.host in r.stderr, describe(r)
 
 
 def test_two_search_registries_permissive(mlfs, two, tmp_path):
