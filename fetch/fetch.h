@@ -37,6 +37,13 @@ char *mlfs_ref_canonical(const struct mlfs_ref *ref);
 const char *mlfs_ref_api_host(const struct mlfs_ref *ref);
 /* What to put in /v2/<path>/manifests/<reference>: digest if any, else tag. */
 const char *mlfs_ref_reference(const struct mlfs_ref *ref);
+/* What a reference may name in the cache, without asking a registry
+ * (containers/image's ResolveLocally): itself when it has a registry, else
+ * its alias or its name on each unqualified-search registry, whatever the
+ * short-name-mode (fetch/shortname.c), or Docker's rule without a
+ * registries.conf.  NULL-terminated; free with mlfs_ref_candidates_free(). */
+int mlfs_ref_candidates(const char *input, char ***out, struct mlfs_err *err);
+void mlfs_ref_candidates_free(char **v);
 
 /* ---- platforms (platform.c) -------------------------------------------- */
 

@@ -159,6 +159,80 @@ static void warn_platform_mismatch(const struct mlfs_image *img)
 		 img->canonical, have, want);
 }
 
+/* One fully-qualified candidate, up to what its tag or digest names:
+ * the policy, the endpoints, the top manifest.  *absent when the registry
+ * has no such image (404, or the 401/403 registries give for a repository
+ * one may not see): the next candidate may have it. */
+static int open_candidate(struct mlfs_image *img, const char *reference, const struct mlfs_image_opts *opts,
+			  struct mlfs_policy **policy, struct mlfs_fetched *top, bool *absent, struct mlfs_err *err)
+{
+	*absent = false;
+	int r = mlfs_ref_parse(reference, &img->ref, err);
+	if (r < 0)
+		return r;
+	if (!(img->canonical = mlfs_ref_canonical(&img->ref)))
+		return mlfs_err_set(err, ENOMEM, "out of memory");
+	r = check_policy(img, opts, policy, err);
+	if (r < 0)
+		return r;
+	struct mlfs_endpoints eps = { 0 };
+	struct mlfs_mirror_opts mopts = { .registries_conf = opts->registries_conf };
+	r = mlfs_endpoints_for(&img->ref, &mopts, &eps, err);
+	if (r == 0) {
+		struct mlfs_registry_opts ropts = { .insecure = opts->insecure, .endpoints = &eps };
+		r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
+	}
+	mlfs_endpoints_clear(&eps);
+	if (r < 0)
+		return r;
+	r = fetch_top(img, top, err);
+	*absent = r == -ENOENT || r == -EACCES;
+	return r;
+}
+
+static void forget_candidate(struct mlfs_image *img, struct mlfs_policy **policy)
+{
+	mlfs_ref_clear(&img->ref);
+	free(img->canonical);
+	img->canonical = NULL;
+	mlfs_registry_free(img->reg);
+	img->reg = NULL;
+	mlfs_policy_free(*policy);
+	*policy = NULL;
+	img->hold = false;
+}
+
+/* A short name's candidates in order (shortname.c), until one has the
+ * image: a manifest request each, at most.  Only "not there" moves on;
+ * any other failure (network, a refused signature, a blocked registry)
+ * is the answer, as a search through the rest could hide it. */
+static int open_reference(struct mlfs_image *img, const char *reference, const struct mlfs_short_result *cands,
+			  const struct mlfs_image_opts *opts, struct mlfs_policy **policy, struct mlfs_fetched *top,
+			  struct mlfs_err *err)
+{
+	bool absent = false;
+	int r = 0;
+	size_t i;
+	for (i = 0; i < cands->n; i++) {
+		if (i)
+			forget_candidate(img, policy);
+		r = open_candidate(img, cands->candidates[i], opts, policy, top, &absent, err);
+		if (r == 0 || !absent)
+			break;
+		if (i + 1 < cands->n)
+			log_debug(MLFS_AREA_FETCH, "short name %s: not at %s (%s): trying the next search registry",
+				  mlfs_printable(reference, (char[256]){ 0 }, 256), cands->candidates[i],
+				  err ? err->msg : "not found");
+	}
+	if (r < 0 && !absent && cands->n > 1 && i < cands->n)
+		mlfs_err_wrap(err, "short name %s: %s (unqualified-search registry %zu of %zu; the rest were not tried)",
+			      mlfs_printable(reference, (char[256]){ 0 }, 256), cands->candidates[i], i + 1, cands->n);
+	if (r < 0 && absent && cands->n > 1)
+		mlfs_err_wrap(err, "short name %s: none of the %zu unqualified-search registries of %s has it; "
+			      "the last one", mlfs_printable(reference, (char[256]){ 0 }, 256), cands->n, cands->origin);
+	return r;
+}
+
 int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, struct mlfs_image **out,
 		    struct mlfs_err *err)
 {
@@ -170,18 +244,12 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	struct mlfs_fetched top = { 0 }, man = { 0 }, cfg = { 0 };
 	struct mlfs_policy *policy = NULL;
-	int r = mlfs_ref_parse(reference, &img->ref, err);
+	struct mlfs_short_result cands = { 0 };
+	struct mlfs_mirror_opts mopts = { .registries_conf = opts->registries_conf };
+	int r = mlfs_shortname_resolve(reference, &mopts, &cands, err);
 	if (r < 0)
 		goto fail;
-	img->canonical = mlfs_ref_canonical(&img->ref);
 	img->cache_dir = mlfs_cache_dir_default(opts->cache_dir);
-	if (!img->canonical) {
-		r = mlfs_err_set(err, ENOMEM, "out of memory");
-		goto fail;
-	}
-	r = check_policy(img, opts, &policy, err);
-	if (r < 0)
-		goto fail;
 	if (!img->cache_dir) {
 		r = mlfs_err_set(err, ENOENT, "cannot tell where the cache should be: set MLFS_CACHE or use --cache");
 		goto fail;
@@ -198,18 +266,8 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	img->keep_blobs = opts->keep_blobs;
 	img->progress = opts->progress;
 	img->progress_priv = opts->progress_priv;
-	struct mlfs_endpoints eps = { 0 };
-	struct mlfs_mirror_opts mopts = { .registries_conf = opts->registries_conf };
-	r = mlfs_endpoints_for(&img->ref, &mopts, &eps, err);
-	if (r == 0) {
-		struct mlfs_registry_opts ropts = { .insecure = opts->insecure, .endpoints = &eps };
-		r = mlfs_registry_new(&img->ref, &ropts, &img->reg, err);
-	}
-	mlfs_endpoints_clear(&eps);
-	if (r < 0)
-		goto fail;
-
-	r = fetch_top(img, &top, err);
+	r = open_reference(img, reference, &cands, opts, &policy, &top, err);
+	mlfs_short_result_clear(&cands);
 	if (r < 0)
 		goto fail;
 	if (mlfs_media_is_index(top.media)) {
@@ -256,6 +314,7 @@ int mlfs_image_open(const char *reference, const struct mlfs_image_opts *opts, s
 	*out = img;
 	return 0;
 fail:
+	mlfs_short_result_clear(&cands);
 	mlfs_policy_free(policy);
 	mlfs_fetched_clear(&top);
 	mlfs_fetched_clear(&man);

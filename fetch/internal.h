@@ -366,10 +366,87 @@ struct mlfs_regconf_registry {
 	char *source;          /* the file it came from */
 };
 
+/* ---- shortconf.c: registries.conf's short-name settings ---------------- */
+
+enum mlfs_short_mode {
+	MLFS_SHORT_UNSET = 0,      /* not in any file: permissive, as containers/image defaults */
+	MLFS_SHORT_ENFORCING,
+	MLFS_SHORT_PERMISSIVE,
+	MLFS_SHORT_DISABLED,
+};
+
+struct mlfs_short_alias {
+	char *name;            /* the short name as written: "busybox", "library/busybox" */
+	char *value;           /* "host/repository", normalised; NULL: erased by "" in a later file */
+	char *source;          /* "FILE:LINE" */
+};
+
+/* What every registries.conf and drop-in said, merged in loading order:
+ * a later file's unqualified-search-registries (even []) and
+ * short-name-mode replace the earlier ones; aliases merge name by name. */
+struct mlfs_shortconf {
+	size_t n_search;
+	char **search;         /* host[:port] entries, in order */
+	bool search_set;
+	char *search_source;   /* the file that set them (else the first file read): for messages */
+	enum mlfs_short_mode mode;
+	char *mode_source;
+	size_t n_aliases;
+	struct mlfs_short_alias *aliases;
+};
+
+void mlfs_shortconf_clear(struct mlfs_shortconf *c);
+/* The settings of one parsed file (its TOML root) into `mine`; errors
+ * name FILE:LINE. */
+int mlfs_shortconf_parse(const struct mlfs_toml *root, const char *name, struct mlfs_shortconf *mine,
+			 struct mlfs_err *err);
+/* `from` (one file's) merged into `into` (everything before it); from is emptied. */
+int mlfs_shortconf_merge(struct mlfs_shortconf *into, struct mlfs_shortconf *from);
+/* The alias for a short name without tag or digest, or NULL. */
+const struct mlfs_short_alias *mlfs_shortconf_alias(const struct mlfs_shortconf *c, const char *name);
+
+/* ---- shortname.c: what a reference without a registry means ----------- */
+
+/* No registry in it ("busybox", "library/busybox:1", "myorg/app@sha256:.."):
+ * the first '/'-part of the name has no '.' or ':' and is not localhost. */
+bool mlfs_ref_is_short(const char *s);
+
+enum mlfs_short_how {
+	MLFS_SHORT_QUALIFIED,      /* not a short name: as written */
+	MLFS_SHORT_BY_ALIAS,       /* [aliases] */
+	MLFS_SHORT_BY_SEARCH,      /* unqualified-search-registries, tried in order */
+	MLFS_SHORT_BY_DOCKER,      /* no registries.conf at all: Docker's rule (docker.io) */
+};
+
+struct mlfs_short_result {
+	enum mlfs_short_how how;
+	size_t n;                  /* >= 1 */
+	char **candidates;         /* fully-qualified references, to try in this order */
+	char *origin;              /* the file (FILE:LINE for an alias) that decided; NULL for docker */
+};
+void mlfs_short_result_clear(struct mlfs_short_result *r);
+/* Pure: the candidates for `input` under the merged settings; have_conf:
+ * some registries.conf or drop-in was read.  An ambiguous name under
+ * "enforcing", or no alias and no search registries while a file exists:
+ * -EINVAL with a one-line message saying what to write instead. */
+int mlfs_shortname_decide(const char *input, const struct mlfs_shortconf *c, bool have_conf,
+			  struct mlfs_short_result *out, struct mlfs_err *err);
+
+/* The same, with the settings read from where containers/image reads
+ * them (mlfs_regconf_load); the decision is logged (--debug=fetch). */
+int mlfs_shortname_resolve(const char *input, const struct mlfs_mirror_opts *opts, struct mlfs_short_result *out,
+			   struct mlfs_err *err);
+
 struct mlfs_regconf {
 	size_t n;
 	struct mlfs_regconf_registry *v;
+	struct mlfs_shortconf shorts;
 };
+
+/* mirrors.c: every registries.conf and drop-in containers/image would
+ * read, merged; *found when at least one exists. */
+int mlfs_regconf_load(const struct mlfs_mirror_opts *opts, struct mlfs_regconf *conf, bool *found,
+		      struct mlfs_err *err);
 
 void mlfs_regconf_clear(struct mlfs_regconf *c);
 /* One registries.conf (v2) text merged into c: a [[registry]] with the

@@ -182,12 +182,29 @@ static int load_registries_conf(const char *root, const char *home, const char *
 	return r;
 }
 
-static int from_registries_conf(const char *root, const char *home, const char *option,
-				const char *name, struct mlfs_endpoints *out, struct mlfs_err *err)
+static void config_places(const struct mlfs_mirror_opts *opts, const char **root, const char **home)
+{
+	*root = opts && opts->root ? opts->root : getenv("MLFS_CONFIG_ROOT");
+	*home = opts && opts->home ? opts->home : getenv("HOME");
+	if (!*root)
+		*root = "";
+}
+
+int mlfs_regconf_load(const struct mlfs_mirror_opts *opts, struct mlfs_regconf *conf, bool *found,
+		      struct mlfs_err *err)
+{
+	const char *root, *home;
+	config_places(opts, &root, &home);
+	*found = false;
+	return load_registries_conf(root, home, opts ? opts->registries_conf : NULL, conf, found, err);
+}
+
+static int from_registries_conf(const struct mlfs_mirror_opts *opts, const char *name, struct mlfs_endpoints *out,
+				struct mlfs_err *err)
 {
 	struct mlfs_regconf conf = { 0 };
 	bool found = false;
-	int r = load_registries_conf(root, home, option, &conf, &found, err);
+	int r = mlfs_regconf_load(opts, &conf, &found, err);
 	const struct mlfs_regconf_registry *m = r == 0 ? mlfs_regconf_match(&conf, name) : NULL;
 	if (m && m->blocked)
 		r = mlfs_err_set(err, EACCES, "%s: the registry is blocked by %s ([[registry]] prefix \"%s\", "
@@ -225,15 +242,14 @@ int mlfs_endpoints_for(const struct mlfs_ref *ref, const struct mlfs_mirror_opts
 	if (!opts)
 		opts = &defaults;
 	memset(out, 0, sizeof *out);
-	const char *root = opts->root ? opts->root : getenv("MLFS_CONFIG_ROOT");
-	const char *home = opts->home ? opts->home : getenv("HOME");
-	if (!root)
-		root = "";
+	const char *root, *home;
+	config_places(opts, &root, &home);
+	(void)home;
 	_cleanup_free_ char *name = NULL;
 	if (asprintf(&name, "%s/%s", ref->domain, ref->path) < 0)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 
-	int r = from_registries_conf(root, home, opts->registries_conf, name, out, err);
+	int r = from_registries_conf(opts, name, out, err);
 	if (r == 0 && !out->n) {
 		char path[4096];
 		snprintf(path, sizeof path, "%s/etc/containerd/certs.d/%s/hosts.toml", root, ref->domain);

@@ -8,7 +8,8 @@
  * ".example.com".  The longest match wins.  `location` replaces the
  * matched part (a rewrite); each [[registry.mirror]]'s `location` does the
  * same for that mirror.  Unknown keys are ignored, as containers/image
- * does; wrong types and the combinations it refuses are errors. */
+ * does; wrong types and the combinations it refuses are errors.  The
+ * short-name settings of the same files are shortconf.c's. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,7 @@ void mlfs_regconf_clear(struct mlfs_regconf *c)
 	free(c->v);
 	c->v = NULL;
 	c->n = 0;
+	mlfs_shortconf_clear(&c->shorts);
 }
 
 static int parse_mirror(const struct ctx *c, const struct mlfs_toml *t, bool digest_only,
@@ -207,9 +209,13 @@ int mlfs_regconf_parse(const void *buf, size_t len, const char *name, struct mlf
 			r = mlfs_err_set(err, ENOMEM, "out of memory");
 		registry_clear(&reg);
 	}
+	if (r == 0)
+		r = mlfs_shortconf_parse(root, name, &mine.shorts, err);
 	for (size_t i = 0; r == 0 && i < mine.n; i++)
 		if (merge(conf, &mine.v[i], false) < 0)
 			r = mlfs_err_set(err, ENOMEM, "out of memory");
+	if (r == 0 && mlfs_shortconf_merge(&conf->shorts, &mine.shorts) < 0)
+		r = mlfs_err_set(err, ENOMEM, "out of memory");
 	mlfs_regconf_clear(&mine);
 	mlfs_toml_free(root);
 	return r;

@@ -440,21 +440,45 @@ static char *ref_key(const char *arg)
 	return s;
 }
 
+/* Marks the cached images `arg` names: a short name may be cached under
+ * any of the names registries.conf resolves it to.  The first key, for
+ * messages, into *shown (malloc'd); false when none is cached. */
+static bool mark_ref(struct cache *c, const char *arg, bool *going, char **shown, int *status)
+{
+	char **cands = NULL;
+	struct mlfs_err err = { 0 };
+	*shown = NULL;
+	if (mlfs_ref_candidates(arg, &cands, &err) < 0) {
+		fprintf(stderr, "mlfs: error: %s\n", err.msg);
+		*status = 1;
+		return true;
+	}
+	bool found = false;
+	for (size_t k = 0; cands[k]; k++) {
+		char *key = ref_key(cands[k]);
+		if (!key) {
+			*status = 1;
+			continue;
+		}
+		for (size_t j = 0; j < c->n_images; j++)
+			if (!strcmp(c->images[j].reference, key))
+				found = going[j] = true;
+		if (!*shown)
+			*shown = key;
+		else
+			free(key);
+	}
+	mlfs_ref_candidates_free(cands);
+	return found || !*shown;
+}
+
 static int cmd_rm(struct cache *c, const struct cache_args *a, int argc, char **argv)
 {
 	bool *going = calloc(c->n_images ? c->n_images : 1, sizeof *going);
 	int status = going ? 0 : 1;
 	for (int i = a->first_ref; going && i < argc; i++) {
-		_cleanup_free_ char *key = ref_key(argv[i]);
-		if (!key) {
-			status = 1;
-			continue;
-		}
-		bool found = false;
-		for (size_t j = 0; j < c->n_images; j++)
-			if (!strcmp(c->images[j].reference, key))
-				found = going[j] = true;
-		if (!found) {
+		_cleanup_free_ char *key = NULL;
+		if (!mark_ref(c, argv[i], going, &key, &status)) {
 			fprintf(stderr, "mlfs: error: %s is not in the cache %s (see mlfs cache ls)\n", key, c->dir);
 			status = 1;
 		}

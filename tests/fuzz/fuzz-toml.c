@@ -1,5 +1,6 @@
 /* The TOML subset reader (fetch/toml.c) and what reads its trees:
- * registries.conf (fetch/regconf.c, with prefix matching and the endpoint
+ * registries.conf (fetch/regconf.c and shortconf.c, short names decided by
+ * shortname.c, with prefix matching and the endpoint
  * lists it gives) and containerd's hosts.toml (fetch/hostsconf.c).
  * Beyond memory errors (ASan, UBSan), the contract: a failure returns
  * nothing and a one-line message with the same code; a tree has a key on
@@ -80,6 +81,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 		else
 			check_endpoints(&e);
 		mlfs_endpoints_clear(&e);
+	}
+	/* Its short-name settings (shortconf.c) deciding a few names (shortname.c). */
+	static const char *const shorts[] = { "busybox", "library/busybox:1", "a/b@sha256:"
+					      "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" };
+	for (size_t i = 0; r == 0 && i < sizeof shorts / sizeof shorts[0]; i++) {
+		struct mlfs_short_result res;
+		memset(&err, 0, sizeof err);
+		int q = mlfs_shortname_decide(shorts[i], &conf.shorts, true, &res, &err);
+		if (q < 0) {
+			check_err(q, &err);
+			continue;
+		}
+		for (size_t j = 0; j < res.n; j++) {
+			struct mlfs_ref ref;
+			if (mlfs_ref_parse(res.candidates[j], &ref, NULL) == 0)
+				mlfs_ref_clear(&ref);
+		}
+		mlfs_short_result_clear(&res);
 	}
 	mlfs_regconf_clear(&conf);
 
