@@ -517,8 +517,15 @@ bool mlfs_registries_d_attachments(const struct mlfs_registries_d *c, const char
  * (the reference, the repository, each namespace, host[:port], host
  * wildcards); fn returning non-zero stops the walk with that value. */
 int mlfs_policy_scopes_walk(const char *identity, int (*fn)(void *priv, const char *scope, size_t len), void *priv);
+/* The names a policy sees for ref: "domain/path:tag" and
+ * "domain/path@digest", each NULL when ref has no such part.  -ENOMEM,
+ * with nothing left allocated. */
+int mlfs_policy_names(const struct mlfs_ref *ref, char *names[2]);
 
 /* ---- sigpayload.c: the signed JSON of a signature ------------------------ */
+
+/* snprintf into why; returns -EINVAL, so a check fails in one line. */
+int mlfs_why_set(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 enum mlfs_sig_kind {
 	MLFS_SIG_SIMPLE,                 /* GPG simple signing: "atomic container signature" */

@@ -248,17 +248,25 @@ static int check_identity(const struct mlfs_policy *p, const char *identity, str
 			    req, why(&d));
 }
 
+int mlfs_policy_names(const struct mlfs_ref *ref, char *names[2])
+{
+	names[0] = names[1] = NULL;
+	if ((ref->tag && asprintf(&names[0], "%s/%s:%s", ref->domain, ref->path, ref->tag) < 0) ||
+	    (ref->digest && asprintf(&names[1], "%s/%s@%s", ref->domain, ref->path, ref->digest) < 0)) {
+		free(names[0]);
+		names[0] = names[1] = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 int mlfs_policy_check(const struct mlfs_policy *p, const struct mlfs_ref *ref, struct mlfs_err *err)
 {
 	/* containers/image refuses a reference with both a tag and a digest
 	 * (which name would the scopes see?); mlfs fetches the digest, and
 	 * the policy must accept it under both names. */
-	char *names[2] = { NULL, NULL };
-	int r = 0;
-	if (ref->tag && asprintf(&names[0], "%s/%s:%s", ref->domain, ref->path, ref->tag) < 0)
-		names[0] = NULL, r = -ENOMEM;
-	if (r == 0 && ref->digest && asprintf(&names[1], "%s/%s@%s", ref->domain, ref->path, ref->digest) < 0)
-		names[1] = NULL, r = -ENOMEM;
+	char *names[2];
+	int r = mlfs_policy_names(ref, names);
 	if (r < 0)
 		mlfs_err_set(err, ENOMEM, "out of memory");
 	bool needs = false;

@@ -465,13 +465,9 @@ int mlfs_policy_verify(const struct mlfs_policy *p, const struct mlfs_policy_sub
 {
 	struct verify v = { .p = p, .s = s, .err = err };
 	const struct mlfs_ref *ref = s->ref;
-	char *names[2] = { NULL, NULL };
-	int r = 0;
+	char *names[2];
 	*out = NULL;
-	if (ref->tag && asprintf(&names[0], "%s/%s:%s", ref->domain, ref->path, ref->tag) < 0)
-		names[0] = NULL, r = -ENOMEM;
-	if (r == 0 && ref->digest && asprintf(&names[1], "%s/%s@%s", ref->domain, ref->path, ref->digest) < 0)
-		names[1] = NULL, r = -ENOMEM;
+	int r = mlfs_policy_names(ref, names);
 	if (r < 0)
 		mlfs_err_set(err, ENOMEM, "out of memory");
 	for (int i = 0; i < 2 && r == 0; i++)

@@ -13,7 +13,6 @@
  * This file only reads the manifest; the payloads are fetched by digest
  * (so verified) by policyverify.c, and checked by sigstore.c. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,16 +27,6 @@ int mlfs_sig_tag(const char *digest, char *out, size_t len)
 		return -EINVAL;
 	int n = snprintf(out, len, "%.*s-%s.sig", (int)(colon - digest), digest, colon + 1);
 	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
-}
-
-static int why_set(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int why_set(char *why, size_t why_len, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, why_len, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
 }
 
 void mlfs_sig_layers_free(struct mlfs_sig_layer *v, size_t n)
@@ -55,16 +44,16 @@ static int parse_layer(json_t *j, size_t i, struct mlfs_sig_layer *l, char *why,
 	       *size = json_object_get(j, "size"), *ann = json_object_get(j, "annotations");
 	if (!json_is_object(j) || !json_is_string(mt) || !json_is_string(dg) || !json_is_integer(size) ||
 	    (ann && !json_is_object(ann)))
-		return why_set(why, why_len, "layer %zu is not a descriptor", i + 1);
+		return mlfs_why_set(why, why_len, "layer %zu is not a descriptor", i + 1);
 	if (mlfs_digest_validate(json_string_value(dg)) < 0)
-		return why_set(why, why_len, "layer %zu: the digest is not a sha256 digest", i + 1);
+		return mlfs_why_set(why, why_len, "layer %zu: the digest is not a sha256 digest", i + 1);
 	snprintf(l->desc.digest, sizeof l->desc.digest, "%s", json_string_value(dg));
 	l->desc.size = json_integer_value(size);
 	if (!(l->desc.media_type = strdup(json_string_value(mt))))
 		return -ENOMEM;
 	json_t *sig = json_object_get(ann, "dev.cosignproject.cosign/signature");
 	if (sig && !json_is_string(sig))
-		return why_set(why, why_len, "layer %zu: the signature annotation is not a string", i + 1);
+		return mlfs_why_set(why, why_len, "layer %zu: the signature annotation is not a string", i + 1);
 	if (sig && !(l->signature = strdup(json_string_value(sig))))
 		return -ENOMEM;
 	l->has_cert = json_object_get(ann, "dev.sigstore.cosign/certificate") != NULL;
@@ -79,13 +68,13 @@ int mlfs_sig_manifest_parse(const void *buf, size_t len, struct mlfs_sig_layer *
 	json_error_t je;
 	_cleanup_(json_decrefp) json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	if (!root)
-		return why_set(why, why_len, "the .sig manifest is not JSON (line %d: %s)", je.line, je.text);
+		return mlfs_why_set(why, why_len, "the .sig manifest is not JSON (line %d: %s)", je.line, je.text);
 	json_t *layers = json_object_get(root, "layers");
 	if (!json_is_array(layers))
-		return why_set(why, why_len, "the .sig manifest has no layers");
+		return mlfs_why_set(why, why_len, "the .sig manifest has no layers");
 	size_t count = json_array_size(layers);
 	if (count > MLFS_SIG_LAYERS_MAX)
-		return why_set(why, why_len, "the .sig manifest has %zu layers (at most %d are read)", count,
+		return mlfs_why_set(why, why_len, "the .sig manifest has %zu layers (at most %d are read)", count,
 			       MLFS_SIG_LAYERS_MAX);
 	struct mlfs_sig_layer *v = calloc(count ? count : 1, sizeof *v);
 	if (!v)
@@ -95,7 +84,7 @@ int mlfs_sig_manifest_parse(const void *buf, size_t len, struct mlfs_sig_layer *
 		if (r < 0) {
 			mlfs_sig_layers_free(v, count);
 			if (r == -ENOMEM)
-				why_set(why, why_len, "out of memory");
+				mlfs_why_set(why, why_len, "out of memory");
 			return r;
 		}
 	}

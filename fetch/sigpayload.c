@@ -25,8 +25,7 @@
 #include "common/cleanup.h"
 #include "fetch/internal.h"
 
-static int why_set(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int why_set(char *why, size_t why_len, const char *fmt, ...)
+int mlfs_why_set(char *why, size_t why_len, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -39,11 +38,11 @@ static int why_set(char *why, size_t why_len, const char *fmt, ...)
 static int exact(json_t *obj, const char *where, const char *const *want, char *why, size_t why_len)
 {
 	if (!json_is_object(obj))
-		return why_set(why, why_len, "%s is not a JSON object", where);
+		return mlfs_why_set(why, why_len, "%s is not a JSON object", where);
 	size_t n = 0;
 	for (const char *const *w = want; *w; w++, n++)
 		if (!json_object_get(obj, *w))
-			return why_set(why, why_len, "%s has no \"%s\"", where, *w);
+			return mlfs_why_set(why, why_len, "%s has no \"%s\"", where, *w);
 	if (json_object_size(obj) != n) {
 		const char *k;
 		json_t *v;
@@ -54,7 +53,7 @@ static int exact(json_t *obj, const char *where, const char *const *want, char *
 			if (!*w) {
 				char shown[64];
 				mlfs_printable(k, shown, sizeof shown);
-				return why_set(why, why_len, "%s has an unknown field \"%s\"", where, shown);
+				return mlfs_why_set(why, why_len, "%s has an unknown field \"%s\"", where, shown);
 			}
 		}
 	}
@@ -65,7 +64,7 @@ static int get_str(json_t *obj, const char *key, const char *where, char **out, 
 {
 	json_t *v = json_object_get(obj, key);
 	if (!json_is_string(v))
-		return why_set(why, why_len, "%s.%s is not a string", where, key);
+		return mlfs_why_set(why, why_len, "%s.%s is not a string", where, key);
 	*out = strdup(json_string_value(v));
 	return *out ? 0 : -ENOMEM;
 }
@@ -76,7 +75,7 @@ static int parse_optional(json_t *opt, enum mlfs_sig_kind kind, struct mlfs_sig_
 	if (kind == MLFS_SIG_COSIGN && json_is_null(opt))
 		return 0;
 	if (!json_is_object(opt))
-		return why_set(why, why_len, "\"optional\" is not a JSON object");
+		return mlfs_why_set(why, why_len, "\"optional\" is not a JSON object");
 	json_t *creator = json_object_get(opt, "creator"), *ts = json_object_get(opt, "timestamp");
 	if (creator) {
 		int r = get_str(opt, "creator", "optional", &out->creator, why, why_len);
@@ -88,7 +87,7 @@ static int parse_optional(json_t *opt, enum mlfs_sig_kind kind, struct mlfs_sig_
 		double d = json_is_integer(ts) ? (double)json_integer_value(ts) : json_is_real(ts) ? json_real_value(ts)
 												    : NAN;
 		if (isnan(d) || d != floor(d) || d < -9.2e18 || d > 9.2e18)
-			return why_set(why, why_len, "optional.timestamp is not an integer");
+			return mlfs_why_set(why, why_len, "optional.timestamp is not an integer");
 		out->has_timestamp = true;
 		out->timestamp = json_is_integer(ts) ? (int64_t)json_integer_value(ts) : (int64_t)d;
 	}
@@ -107,7 +106,7 @@ int mlfs_sig_payload_parse(const void *buf, size_t len, enum mlfs_sig_kind kind,
 	json_error_t je;
 	_cleanup_(json_decrefp) json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	if (!root)
-		return why_set(why, why_len, "the signed content is not JSON (line %d: %s)", je.line, je.text);
+		return mlfs_why_set(why, why_len, "the signed content is not JSON (line %d: %s)", je.line, je.text);
 	json_t *critical = json_object_get(root, "critical");
 	int r = exact(root, "the signed content", top, why, why_len);
 	if (r == 0)
@@ -116,11 +115,11 @@ int mlfs_sig_payload_parse(const void *buf, size_t len, enum mlfs_sig_kind kind,
 		return r;
 	json_t *t = json_object_get(critical, "type");
 	if (!json_is_string(t))
-		return why_set(why, why_len, "critical.type is not a string");
+		return mlfs_why_set(why, why_len, "critical.type is not a string");
 	if (strcmp(json_string_value(t), type)) {
 		char shown[80];
 		mlfs_printable(json_string_value(t), shown, sizeof shown);
-		return why_set(why, why_len, "critical.type is \"%s\", not \"%s\"", shown, type);
+		return mlfs_why_set(why, why_len, "critical.type is \"%s\", not \"%s\"", shown, type);
 	}
 	json_t *image = json_object_get(critical, "image"), *identity = json_object_get(critical, "identity");
 	if ((r = exact(image, "critical.image", image_keys, why, why_len)) < 0 ||
@@ -129,7 +128,7 @@ int mlfs_sig_payload_parse(const void *buf, size_t len, enum mlfs_sig_kind kind,
 	    (r = get_str(identity, "docker-reference", "critical.identity", &out->reference, why, why_len)) < 0 ||
 	    (r = parse_optional(json_object_get(root, "optional"), kind, out, why, why_len)) < 0) {
 		if (r == -ENOMEM)
-			why_set(why, why_len, "out of memory");
+			mlfs_why_set(why, why_len, "out of memory");
 		mlfs_sig_payload_clear(out);
 		return r == -ENOMEM ? r : -EINVAL;
 	}
