@@ -69,22 +69,6 @@ void mlfs_gpg_free(struct mlfs_gpg *g)
 	free(g);
 }
 
-static int read_key_file(const char *path, char **buf, size_t *len, struct mlfs_err *err)
-{
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
-		return mlfs_err_set(err, errno, "cannot read the key %s: %s", path, strerror(errno));
-	_cleanup_free_ char *b = malloc(KEY_FILE_MAX + 1);
-	if (!b)
-		return mlfs_err_set(err, ENOMEM, "out of memory");
-	size_t n = fread(b, 1, KEY_FILE_MAX + 1, f);
-	if (ferror(f) || n > KEY_FILE_MAX)
-		return mlfs_err_set(err, EIO, "cannot read the key %s (larger than %u MiB?)", path, KEY_FILE_MAX >> 20);
-	*buf = steal_pointer(&b);
-	*len = n;
-	return 0;
-}
-
 static int import(struct mlfs_gpg *g, const void *buf, size_t len, const char *what, struct mlfs_err *err)
 {
 	gpgme_data_t d;
@@ -136,7 +120,7 @@ int mlfs_gpg_new(const struct mlfs_policy_keys *keys, struct mlfs_gpg **out, str
 		if (keys->paths) {
 			_cleanup_free_ char *buf = NULL;
 			size_t len = 0;
-			r = read_key_file(keys->paths[i], &buf, &len, err);
+			r = mlfs_key_file_read(keys->paths[i], KEY_FILE_MAX, &buf, &len, err);
 			if (r == 0)
 				r = import(g, buf, len, keys->paths[i], err);
 		} else {

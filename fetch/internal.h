@@ -610,6 +610,10 @@ void mlfs_sig_layers_free(struct mlfs_sig_layer *v, size_t n);
 
 /* ---- sigstore.c: sigstore signatures over libcrypto --------------------- */
 
+/* A key file (keyPath/keyPaths) read whole, at most max bytes; for both
+ * verifiers.  Errors name the file. */
+int mlfs_key_file_read(const char *path, size_t max, char **buf, size_t *len, struct mlfs_err *err);
+
 struct mlfs_sigstore_keys;
 /* The policy's public keys (PEM; keyPath, keyPaths, keyData, keyDatas):
  * -EINVAL + err when a source holds none. */

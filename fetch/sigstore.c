@@ -69,18 +69,29 @@ static int add_pem(struct mlfs_sigstore_keys *k, const void *buf, size_t len, co
 	return 0;
 }
 
-static int add_file(struct mlfs_sigstore_keys *k, const char *path, struct mlfs_err *err)
+int mlfs_key_file_read(const char *path, size_t max, char **buf, size_t *len, struct mlfs_err *err)
 {
+	/* stdio, not a stat()ed size: a key path may be a pipe (<(...)). */
 	_cleanup_fclose_ FILE *f = fopen(path, "re");
 	if (!f)
 		return mlfs_err_set(err, errno, "cannot read the key %s: %s", path, strerror(errno));
-	_cleanup_free_ char *buf = malloc(KEY_FILE_MAX + 1);
-	if (!buf)
+	_cleanup_free_ char *b = malloc(max + 1);
+	if (!b)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	size_t n = fread(buf, 1, KEY_FILE_MAX + 1, f);
-	if (ferror(f) || n > KEY_FILE_MAX)
-		return mlfs_err_set(err, EIO, "cannot read the key %s (larger than %u MiB?)", path, KEY_FILE_MAX >> 20);
-	return add_pem(k, buf, n, path, err);
+	size_t n = fread(b, 1, max + 1, f);
+	if (ferror(f) || n > max)
+		return mlfs_err_set(err, EIO, "cannot read the key %s (larger than %zu MiB?)", path, max >> 20);
+	*buf = steal_pointer(&b);
+	*len = n;
+	return 0;
+}
+
+static int add_file(struct mlfs_sigstore_keys *k, const char *path, struct mlfs_err *err)
+{
+	_cleanup_free_ char *buf = NULL;
+	size_t n;
+	int r = mlfs_key_file_read(path, KEY_FILE_MAX, &buf, &n, err);
+	return r < 0 ? r : add_pem(k, buf, n, path, err);
 }
 
 int mlfs_sigstore_keys_new(const struct mlfs_policy_keys *keys, struct mlfs_sigstore_keys **out,
