@@ -642,6 +642,7 @@ struct mlfs_sigcache_entry {
 	char *source;
 	struct mlfs_cached_sig *v;
 	size_t n, cap;
+	bool complete;                   /* read to the end, fresh (not in the file) */
 };
 
 /* <cache>/sigs/sha256/<hex>.<kind>-<source hash> (malloc'd); NULL for a bad digest. */
@@ -669,11 +670,14 @@ struct mlfs_sig_keep {
  * was kept for them is replaced (by none, unless some are accepted).
  * k may be NULL (offline: nothing kept). */
 int mlfs_sig_keep_examined(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest, const char *source);
-/* One signature verified and accepted. */
-int mlfs_sig_keep_accepted(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest, const char *source,
+/* One signature fetched fresh: every one is kept, verified or not, so
+ * that offline, a policy of the day naming another key judges the same
+ * set as an online run would; only bytes are kept, never a verdict. */
+int mlfs_sig_keep_fetched(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest, const char *source,
 			   const void *data, size_t len, const char *signature);
 /* Into the cache: accepted, every entry replaces what was kept; refused,
- * only the entries without an accepted signature (they are gone), and
- * nothing is written. */
+ * nothing is written, and what was kept for the digests read to the end
+ * is removed (the fresh set did not verify: offline must not accept the
+ * old one); an entry cut short by an error leaves what was kept. */
 int mlfs_sig_keep_commit(const char *cache_dir, const struct mlfs_sig_keep *k, bool accepted);
 void mlfs_sig_keep_clear(struct mlfs_sig_keep *k);

@@ -22,8 +22,9 @@
  * what was wrong with the first).
  *
  * Signatures that need the network (an http(s) lookaside store, sigstore
- * attachments) are fetched fresh on every online run, and those accepted
- * are handed back (s->keep) for image.c to keep once the image is
+ * attachments) are fetched fresh on every online run, and every one
+ * fetched (of the digest a signature was accepted for, read to the end)
+ * is handed back (s->keep) for image.c to keep once the image is
  * accepted (sigcache.c).  Offline, those kept bytes are read instead and
  * go through exactly the same checks against today's policy: what is
  * kept is signatures, never a verdict. */
@@ -162,6 +163,31 @@ static void none_kept(char *msg, size_t len, const char *name, const char *where
 		 "online: run once online, e.g. mlfs pull %s)", where, name);
 }
 
+/* Once one is accepted, the digest's other signatures (from n on) are
+ * read only to be kept: offline, a policy that has moved to another
+ * signer's key must find what an online run would.  A failure here costs
+ * only that (what was kept stays, see mlfs_sig_keep_commit). */
+static int keep_rest(struct verify *v, struct mlfs_lookaside *l, const char *base, const char *digest, unsigned n)
+{
+	for (; n <= MLFS_LOOKASIDE_MAX; n++) {
+		struct mlfs_err e = { 0 };
+		void *sig = NULL;
+		size_t len = 0;
+		int r = mlfs_lookaside_get(l, digest, n, &sig, &len, &e);
+		if (r == -ENOENT)
+			return mlfs_sig_keep_examined(v->s->keep, MLFS_SIG_SIMPLE, digest, base);
+		if (r < 0) {
+			log_debug(MLFS_AREA_FETCH, "signature-%u of %s not kept: %s", n, digest, e.msg);
+			return r == -ENOMEM ? r : 0;
+		}
+		r = mlfs_sig_keep_fetched(v->s->keep, MLFS_SIG_SIMPLE, digest, base, sig, len, NULL);
+		free(sig);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int signed_by(struct verify *v, const char *name, const struct mlfs_policy_decision *d, size_t i)
 {
 	const struct mlfs_policy_req *req = &d->reqs->v[i];
@@ -185,6 +211,7 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 	unsigned found = 0;
 	bool decided = false;            /* r is the answer: accepted, or refused for a reason of its own */
 	bool remote = mlfs_lookaside_remote(l);
+	bool keeping = remote && !v->s->offline; /* a local store is read offline as it is */
 	struct mlfs_sigcache_entry kept = { 0 };
 	for (int k = 0; k < 2 && digests[k] && !decided; k++) {
 		for (unsigned n = 1;; n++) {
@@ -199,7 +226,7 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 			int g_r = get_signature(v, l, base, digests[k], n, &kept, &sig, &len, &e);
 			if (g_r == -ENOENT) {
 				/* Read to the end, fresh: what was kept for it is replaced. */
-				if (remote && !v->s->offline &&
+				if (keeping &&
 				    mlfs_sig_keep_examined(v->s->keep, MLFS_SIG_SIMPLE, digests[k], base) < 0) {
 					r = mlfs_err_set(v->err, ENOMEM, "out of memory");
 					decided = true;
@@ -212,6 +239,12 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 				break;
 			}
 			found++;
+			if (keeping && mlfs_sig_keep_fetched(v->s->keep, MLFS_SIG_SIMPLE, digests[k], base, sig, len,
+							     NULL) < 0) {
+				r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+				decided = true;
+				break;
+			}
 			/* The keys are read when there is something to check, as in containers/image. */
 			if (!g && (g_r = mlfs_gpg_new(&req->keys, &g, &e)) < 0) {
 				r = refuse(v, name, d, i, e.msg);
@@ -223,9 +256,7 @@ static int signed_by(struct verify *v, const char *name, const struct mlfs_polic
 				log_debug(MLFS_AREA_FETCH, "%s: signature-%u of %s accepted: %s", name, n, digests[k],
 					  signer);
 				if ((!v->signed_by && !(v->signed_by = strdup(signer))) ||
-				    (remote && !v->s->offline &&
-				     mlfs_sig_keep_accepted(v->s->keep, MLFS_SIG_SIMPLE, digests[k], base, sig, len,
-							    NULL) < 0))
+				    (keeping && keep_rest(v, l, base, digests[k], n + 1) < 0))
 					r = mlfs_err_set(v->err, ENOMEM, "out of memory");
 				else
 					r = 0;
@@ -274,11 +305,11 @@ static int cosign_check(struct mlfs_sigstore_keys *keys, const struct mlfs_polic
 	return r;
 }
 
-/* One layer of a .sig manifest: its payload fetched by digest, then
- * checked; an accepted one is kept (with source) for offline use. */
-static int sigstore_layer(struct verify *v, struct mlfs_sigstore_keys *keys, const struct mlfs_policy_req *req,
-			  const char *name, const char *digest, const char *source, const struct mlfs_sig_layer *l,
-			  char *signer, size_t signer_len, char *why, size_t why_len)
+/* One layer of a .sig manifest: its payload fetched by digest (into f)
+ * and kept, fresh, for offline use.  -EBADMSG with why: not a signature
+ * (nothing to keep); -EIO: not fetched (an error cut the reading short). */
+static int sigstore_payload(struct verify *v, const char *digest, const char *source,
+			    const struct mlfs_sig_layer *l, struct mlfs_fetched *f, char *why, size_t why_len)
 {
 	struct mlfs_err e = { 0 };
 	if (strcmp(l->desc.media_type, "application/vnd.dev.cosign.simplesigning.v1+json")) {
@@ -289,18 +320,12 @@ static int sigstore_layer(struct verify *v, struct mlfs_sigstore_keys *keys, con
 		snprintf(why, why_len, "no dev.cosignproject.cosign/signature annotation");
 		return -EBADMSG;
 	}
-	struct mlfs_fetched f = { 0 };
-	int r = mlfs_registry_get_small_blob(v->s->reg, &l->desc, &f, &e);
+	int r = mlfs_registry_get_small_blob(v->s->reg, &l->desc, f, &e);
 	if (r < 0) {
 		snprintf(why, why_len, "%.400s", e.msg);
-		return r == -ENOMEM ? r : -EBADMSG;
+		return r == -ENOMEM ? r : -EIO;
 	}
-	r = cosign_check(keys, req, name, digest, f.body, f.len, l->signature, signer, signer_len, why, why_len);
-	if (r == 0 && mlfs_sig_keep_accepted(v->s->keep, MLFS_SIG_COSIGN, digest, source, f.body, f.len,
-					     l->signature) < 0)
-		r = -ENOMEM;
-	mlfs_fetched_clear(&f);
-	return r;
+	return mlfs_sig_keep_fetched(v->s->keep, MLFS_SIG_COSIGN, digest, source, f->body, f->len, l->signature);
 }
 
 /* What a candidate's check (g_r) means for the requirement: decided
@@ -412,16 +437,29 @@ static int sigstore_signed(struct verify *v, const char *name, const struct mlfs
 			if (!*first_why)
 				snprintf(first_why, sizeof first_why, "%s: %s", tag, why);
 		}
-		for (size_t j = 0; g_r == 0 && j < n && !decided; j++) {
-			found++;
-			int l_r = sigstore_layer(v, keys, req, name, digests[k], source, &layers[j], signer,
-						 sizeof signer, why, sizeof why);
-			snprintf(what, sizeof what, "%s layer %zu", tag, j + 1);
-			decided = judge(v, l_r, name, what, signer, why, first_why, sizeof first_why, &r);
+		bool whole = true; /* every payload fetched (a .sig that does not parse has none) */
+		for (size_t j = 0; g_r == 0 && j < n && !(decided && r < 0); j++) {
+			struct mlfs_fetched pf = { 0 };
+			int l_r = sigstore_payload(v, digests[k], source, &layers[j], &pf, why, sizeof why);
+			if (l_r == -EIO)
+				whole = false;
+			if (!decided) {
+				/* Once one is accepted, the others are only kept (see keep_rest). */
+				found++;
+				if (l_r == 0)
+					l_r = cosign_check(keys, req, name, digests[k], pf.body, pf.len,
+							   layers[j].signature, signer, sizeof signer, why, sizeof why);
+				snprintf(what, sizeof what, "%s layer %zu", tag, j + 1);
+				decided = judge(v, l_r == -EIO ? -EBADMSG : l_r, name, what, signer, why, first_why,
+						sizeof first_why, &r);
+			} else if (l_r == -ENOMEM) {
+				r = mlfs_err_set(v->err, ENOMEM, "out of memory");
+			}
+			mlfs_fetched_clear(&pf);
 		}
 		mlfs_sig_layers_free(layers, n);
-		/* Read whole (a .sig that does not parse has nothing to keep). */
-		if (!decided && mlfs_sig_keep_examined(v->s->keep, MLFS_SIG_COSIGN, digests[k], source) < 0) {
+		if (!(decided && r < 0) && whole &&
+		    mlfs_sig_keep_examined(v->s->keep, MLFS_SIG_COSIGN, digests[k], source) < 0) {
 			r = mlfs_err_set(v->err, ENOMEM, "out of memory");
 			decided = true;
 		}

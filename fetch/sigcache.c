@@ -18,10 +18,12 @@
  *    "signatures": [{"data": BASE64, "signature": B64SIG?}, ...]}
  *
  * data is the signature file (lookaside) or the payload (sigstore, whose
- * signature is the annotation's base64 string).  Only signatures that
- * verified are written, and only once the image is accepted (image.c);
- * what is read back is only bytes: it is verified again against the
- * policy of the day, never trusted for an earlier verdict.  kind, digest
+ * signature is the annotation's base64 string).  Every signature fetched
+ * for the digest that was accepted is written, verified or not, and only
+ * once the image is accepted (image.c): offline then judges the same set
+ * an online run would, even under a policy that names another key.  What
+ * is read back is only bytes: it is verified again against the policy of
+ * the day, never trusted for an earlier verdict.  kind, digest
  * and source are checked on reading, so a file is never used for another
  * image or store. */
 #include <dirent.h>
@@ -267,10 +269,14 @@ int mlfs_sig_keep_examined(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, con
 {
 	if (!k)
 		return 0;
-	return keep_entry(k, kind, digest, source) ? 0 : -ENOMEM;
+	struct mlfs_sigcache_entry *e = keep_entry(k, kind, digest, source);
+	if (!e)
+		return -ENOMEM;
+	e->complete = true;
+	return 0;
 }
 
-int mlfs_sig_keep_accepted(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest, const char *source,
+int mlfs_sig_keep_fetched(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest, const char *source,
 			   const void *data, size_t len, const char *signature)
 {
 	if (!k)
@@ -283,11 +289,16 @@ int mlfs_sig_keep_commit(const char *cache_dir, const struct mlfs_sig_keep *k, b
 {
 	int failed = 0;
 	for (size_t i = 0; i < k->n; i++) {
-		/* Refused: nothing is written, but what a fresh fetch found
-		 * nothing acceptable in is no longer kept either. */
-		if (!accepted && k->v[i].n)
+		const struct mlfs_sigcache_entry *e = &k->v[i];
+		if (accepted) {
+			if (mlfs_sigcache_put(cache_dir, e) < 0)
+				failed++;
 			continue;
-		if (mlfs_sigcache_put(cache_dir, &k->v[i]) < 0)
+		}
+		if (!e->complete)
+			continue;
+		_cleanup_free_ char *path = mlfs_sigcache_path(cache_dir, e->kind, e->digest, e->source);
+		if (!path || (unlink(path) < 0 && errno != ENOENT))
 			failed++;
 	}
 	return failed ? -EIO : 0;

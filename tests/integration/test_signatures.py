@@ -94,6 +94,7 @@ def signing(demo, tmp_path_factory):
     s.lookaside = os.path.join(d, "lookaside")
     s.regd = write_registries_d(os.path.join(d, "registries.d"), demo.host, "file://" + s.lookaside)
     env = dict(os.environ, GNUPGHOME=gnupg)
+    s.gnupg = gnupg
 
     def push(src, dst, fpr=None):
         args = ["skopeo", "--insecure-policy", "--registries.d", s.regd, "copy", "-q", "--all",
@@ -408,6 +409,49 @@ def test_revoked_signature_not_kept(mlfs, mlfs_env, signing, tmp_path):
         assert r.rc != 0 and "no signature kept for offline use" in r.stderr, r.stderr
     finally:
         served.stop()
+
+
+def test_offline_after_the_key_changed(mlfs, mlfs_env, signing, tmp_path):
+    """A signer's key rotated: the store has signature-1 by the old key and
+    signature-2 by the new one.  Online under the old key's policy, all the
+    signatures fetched are kept, not only the one that verified, so offline
+    under the new key's policy finds what online would (the kept bytes are
+    checked against the policy of the day, as ever)."""
+    env = dict(os.environ, GNUPGHOME=signing.gnupg)
+    ref = "%s/rotated:latest" % signing.host
+    stores = {}
+    for name, fpr in (("old", signing.fpr), ("new", signing.other_fpr)):
+        stores[name] = os.path.join(str(tmp_path), name)
+        regd = write_registries_d(os.path.join(str(tmp_path), "regd-" + name), signing.host,
+                                  "file://" + stores[name])
+        r = subprocess.run(["skopeo", "--insecure-policy", "--registries.d", regd, "copy", "-q", "--all",
+                            "--src-tls-verify=false", "--dest-tls-verify=false", "--sign-by", fpr,
+                            "docker://%s/demo:latest" % signing.host, "docker://" + ref],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    store = os.path.join(str(tmp_path), "store")
+    shutil.copytree(stores["old"], store)
+    for d in os.listdir(stores["new"]):
+        shutil.copy(os.path.join(stores["new"], d, "signature-1"), os.path.join(store, d, "signature-2"))
+    old_policy = write_policy(str(tmp_path), "old", {signing.host: [signed_by(signing.pub)]})
+    new_policy = write_policy(str(tmp_path), "new", {signing.host: [signed_by(signing.other_pub)]})
+    served = Served(store)
+    try:
+        regd = write_registries_d(os.path.join(str(tmp_path), "regd-http"), signing.host, served.url)
+        for policy in (old_policy, new_policy):
+            sk, sk_err = skopeo_accepts(policy, regd, ref, tmp_path)
+            assert sk, sk_err
+        assert_ok(mlfs("pull", "--policy", old_policy, "--registries.d", regd, ref))
+    finally:
+        served.stop()
+    kept = kept_signatures(mlfs_env)
+    assert len(kept) == 1, kept
+    with open(os.path.join(mlfs_env["MLFS_CACHE"], "sigs", "sha256", kept[0])) as f:
+        assert len(json.load(f)["signatures"]) == 2
+    r = mlfs("inspect", "--json", "--offline", "--policy", new_policy, "--registries.d", regd, ref)
+    assert_ok(r)
+    assert signing.other_fpr in json.loads(r.stdout)["signed_by"], r.stdout
+    assert_ok(mlfs("inspect", "--offline", "--policy", old_policy, "--registries.d", regd, ref))
 
 
 def test_kept_signatures_go_with_the_image(mlfs, mlfs_env, signing, tmp_path):

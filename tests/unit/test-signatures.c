@@ -491,11 +491,11 @@ static void test_sigcache_keep(void)
 	struct mlfs_sigcache_entry got;
 	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://s/r", &got), -ENOENT, "nothing kept");
 
-	/* Accepted: what verified is kept, under both digests. */
+	/* Accepted: what was fetched is kept, under both digests. */
 	struct mlfs_sig_keep k = { 0 };
-	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "one", 3, NULL), 0, "accepted");
-	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_COSIGN, D2, "s/r", "two", 3, "c2ln"), 0, "accepted, sigstore");
-	tap_is_int(mlfs_sig_keep_accepted(NULL, MLFS_SIG_SIMPLE, D1, "x", "x", 1, NULL), 0, "offline: no keep");
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "one", 3, NULL), 0, "accepted");
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_COSIGN, D2, "s/r", "two", 3, "c2ln"), 0, "accepted, sigstore");
+	tap_is_int(mlfs_sig_keep_fetched(NULL, MLFS_SIG_SIMPLE, D1, "x", "x", 1, NULL), 0, "offline: no keep");
 	tap_is_int(mlfs_sig_keep_commit(dir, &k, true), 0, "committed");
 	mlfs_sig_keep_clear(&k);
 	tap_is_int((int)files_in(sigs), 2, "two files");
@@ -507,14 +507,31 @@ static void test_sigcache_keep(void)
 
 	/* Refused: nothing written, and what the fresh fetch no longer found goes. */
 	tap_is_int(mlfs_sig_keep_examined(&k, MLFS_SIG_SIMPLE, D1, "http://s/r"), 0, "examined, none accepted");
-	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D2, "http://s/r", "new", 3, NULL), 0, "one accepted");
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_SIMPLE, D2, "http://s/r", "new", 3, NULL), 0, "one accepted");
 	tap_is_int(mlfs_sig_keep_commit(dir, &k, false), 0, "refused");
 	mlfs_sig_keep_clear(&k);
 	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://s/r", &got), -ENOENT, "dropped");
 	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D2, "http://s/r", &got), -ENOENT, "not written");
 
+	/* Refused again: an entry an error cut short leaves what was kept;
+	 * one read to the end (whose fresh set did not verify) removes it. */
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "old", 3, NULL), 0, "kept");
+	tap_is_int(mlfs_sig_keep_commit(dir, &k, true), 0, "committed");
+	mlfs_sig_keep_clear(&k);
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "bad", 3, NULL), 0, "cut short");
+	tap_is_int(mlfs_sig_keep_commit(dir, &k, false), 0, "refused");
+	mlfs_sig_keep_clear(&k);
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://s/r", &got), 0, "still kept");
+	tap_ok(got.n == 1 && !memcmp(got.v[0].data, "old", 3), "the old bytes");
+	mlfs_sigcache_entry_clear(&got);
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "bad", 3, NULL), 0, "fetched");
+	tap_is_int(mlfs_sig_keep_examined(&k, MLFS_SIG_SIMPLE, D1, "http://s/r"), 0, "to the end");
+	tap_is_int(mlfs_sig_keep_commit(dir, &k, false), 0, "refused");
+	mlfs_sig_keep_clear(&k);
+	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_SIMPLE, D1, "http://s/r", &got), -ENOENT, "removed");
+
 	/* A fresh accepted fetch replaces the set. */
-	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_COSIGN, D2, "s/r", "three", 5, "eA=="), 0, "another");
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_COSIGN, D2, "s/r", "three", 5, "eA=="), 0, "another");
 	tap_is_int(mlfs_sig_keep_commit(dir, &k, true), 0, "committed");
 	mlfs_sig_keep_clear(&k);
 	tap_is_int(mlfs_sigcache_get(dir, MLFS_SIG_COSIGN, D2, "s/r", &got), 0, "read back");
@@ -531,9 +548,9 @@ static void test_sigcache_keep(void)
 	free(path);
 
 	/* With their manifest: dropped by digest, swept when it is gone. */
-	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "a", 1, NULL), 0, "D1");
-	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_SIMPLE, D1, "http://t/r", "b", 1, NULL), 0, "D1, elsewhere");
-	tap_is_int(mlfs_sig_keep_accepted(&k, MLFS_SIG_COSIGN, D2, "s/r", "c", 1, "eA=="), 0, "D2");
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_SIMPLE, D1, "http://s/r", "a", 1, NULL), 0, "D1");
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_SIMPLE, D1, "http://t/r", "b", 1, NULL), 0, "D1, elsewhere");
+	tap_is_int(mlfs_sig_keep_fetched(&k, MLFS_SIG_COSIGN, D2, "s/r", "c", 1, "eA=="), 0, "D2");
 	tap_is_int(mlfs_sig_keep_commit(dir, &k, true), 0, "committed");
 	mlfs_sig_keep_clear(&k);
 	tap_is_int(mlfs_sigcache_drop(dir, D1), 2, "D1's two files dropped");
