@@ -363,6 +363,13 @@ int mlfs_metacache_drop(const char *cache_dir, const char *digest);
 int mlfs_sigcache_drop(const char *cache_dir, const char *digest);
 /* Removes the kept signatures whose manifest the cache no longer has. */
 int mlfs_sigcache_sweep(const char *cache_dir);
+/* How many signatures are kept for a manifest or index (every source). */
+int mlfs_sigcache_count(const char *cache_dir, const char *digest);
+/* Checks every file of kept signatures; a damaged one is removed and
+ * reported (offline verification would refuse it anyway, and a fresh
+ * online run writes it again). */
+int mlfs_sigcache_verify(const char *cache_dir, void (*report)(void *priv, const char *path, const char *why),
+			 void *priv, size_t *good, size_t *bad);
 
 /* ---- the trust policy (policy.c, policymatch.c) ------------------------ */
 

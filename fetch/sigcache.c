@@ -245,6 +245,100 @@ int mlfs_sigcache_sweep(const char *cache_dir)
 	return each_file(cache_dir, NULL, unlink_orphan, (void *)cache_dir);
 }
 
+/* ---- for `mlfs cache` ------------------------------------------------------ */
+
+/* One file on its own: its content must name the digest, kind and source
+ * its name was made from, and decode.  The number of signatures, or
+ * -EBADMSG with why. */
+static int check_file(const char *path, const char **why)
+{
+	_cleanup_free_ char *buf = NULL, *expect = NULL;
+	size_t len;
+	int r = mlfs_cache_read_small(path, 64u << 20, &buf, &len);
+	if (r < 0) {
+		*why = r == -EFBIG ? "too large" : "unreadable";
+		return r == -EFBIG ? -EBADMSG : r;
+	}
+	_cleanup_(json_decrefp) json_t *root = json_loadb(buf, len, 0, NULL);
+	const char *k = json_string_value(json_object_get(root, "kind"));
+	const char *d = json_string_value(json_object_get(root, "digest"));
+	const char *s = json_string_value(json_object_get(root, "source"));
+	enum mlfs_sig_kind kind = k && !strcmp(k, "lookaside") ? MLFS_SIG_SIMPLE : MLFS_SIG_COSIGN;
+	if (!k || !d || !s || (strcmp(k, "lookaside") && strcmp(k, "sigstore"))) {
+		*why = "not a file of kept signatures";
+		return -EBADMSG;
+	}
+	const char *base = strrchr(path, '/');
+	if (!(expect = mlfs_sigcache_path("", kind, d, s)) || strcmp(strrchr(expect, '/'), base)) {
+		*why = "its name does not match its content";
+		return -EBADMSG;
+	}
+	struct mlfs_sigcache_entry e;
+	if ((r = mlfs_sigcache_decode(buf, len, kind, d, s, &e)) < 0) {
+		*why = "malformed";
+		return r == -ENOMEM ? r : -EBADMSG;
+	}
+	r = (int)e.n;
+	mlfs_sigcache_entry_clear(&e);
+	return r;
+}
+
+struct count {
+	int n;
+};
+
+static int count_one(const char *path, void *priv)
+{
+	const char *why;
+	int r = check_file(path, &why);
+	if (r > 0)
+		((struct count *)priv)->n += r;
+	return 0;
+}
+
+int mlfs_sigcache_count(const char *cache_dir, const char *digest)
+{
+	struct count c = { 0 };
+	int r = each_file(cache_dir, digest, count_one, &c);
+	return r < 0 ? r : c.n;
+}
+
+struct verify_walk {
+	void (*report)(void *priv, const char *path, const char *why);
+	void *priv;
+	size_t good, bad;
+};
+
+static int verify_one(const char *path, void *priv)
+{
+	struct verify_walk *w = priv;
+	const char *why = NULL;
+	int r = check_file(path, &why);
+	if (r == -ENOMEM)
+		return r;
+	if (r >= 0) {
+		w->good++;
+		return 0;
+	}
+	w->bad++;
+	if (r != -EBADMSG)
+		why = strerror(-r);
+	else if (unlink(path) < 0 && errno != ENOENT)
+		why = "damaged, and cannot be removed";
+	w->report(w->priv, path, why);
+	return 0;
+}
+
+int mlfs_sigcache_verify(const char *cache_dir, void (*report)(void *priv, const char *path, const char *why),
+			 void *priv, size_t *good, size_t *bad)
+{
+	struct verify_walk w = { .report = report, .priv = priv };
+	int r = each_file(cache_dir, NULL, verify_one, &w);
+	*good = w.good;
+	*bad = w.bad;
+	return r < 0 ? r : 0;
+}
+
 /* ---- what one verification kept ------------------------------------------ */
 
 static struct mlfs_sigcache_entry *keep_entry(struct mlfs_sig_keep *k, enum mlfs_sig_kind kind, const char *digest,

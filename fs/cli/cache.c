@@ -244,6 +244,18 @@ static const char *layer_state(const struct cache *c, const struct mlfs_cached_l
 	return "absent";
 }
 
+/* Signatures kept for offline use, over the manifest or its index. */
+static int kept_signatures(const struct cache *c, const struct mlfs_cached_image *im)
+{
+	int n = 0, r;
+	if (im->manifest_digest[0] && (r = mlfs_sigcache_count(c->dir, im->manifest_digest)) > 0)
+		n += r;
+	if (im->top_digest[0] && strcmp(im->top_digest, im->manifest_digest) &&
+	    (r = mlfs_sigcache_count(c->dir, im->top_digest)) > 0)
+		n += r;
+	return n;
+}
+
 static int cmd_ls(struct cache *c, const struct cache_args *a, int argc, char **argv)
 {
 	json_t *arr = a->json ? json_array() : NULL;
@@ -257,9 +269,12 @@ static int cmd_ls(struct cache *c, const struct cache_args *a, int argc, char **
 		char size[32], when[32];
 		mlfs_format_size(u.bytes, size, sizeof size);
 		format_time(u.last_use, when, sizeof when);
+		int sigs = kept_signatures(c, im);
 		if (!a->json) {
 			printf("%-44s %-14s %-19.19s %10s  %-16s %s\n", im->reference, im->platform[0] ? im->platform : "-",
 			       im->manifest_digest[0] ? im->manifest_digest : "-", size, when, u.in_use ? "yes" : "no");
+			if (sigs > 0)
+				printf("  signatures: %d kept for offline use\n", sigs);
 			for (size_t j = 0; j < im->n_layers; j++) {
 				uint64_t b;
 				const char *state = layer_state(c, &im->layers[j], &b);
@@ -278,13 +293,13 @@ static int cmd_ls(struct cache *c, const struct cache_args *a, int argc, char **
 							       (json_int_t)b, "state", state, "seekable",
 							       im->layers[j].seekable));
 		}
-		json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:o}", "reference",
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:i, s:o}", "reference",
 						     im->reference, "platform", im->platform, "digest",
 						     im->manifest_digest, "index_digest",
 						     strcmp(im->top_digest, im->manifest_digest) ? im->top_digest : "",
 						     "config_digest", im->config_digest, "bytes_on_disk",
 						     (json_int_t)u.bytes, "last_use", (json_int_t)u.last_use, "in_use",
-						     u.in_use, "layers", layers));
+						     u.in_use, "signatures_kept", sigs > 0 ? sigs : 0, "layers", layers));
 	}
 	if (a->json) {
 		json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
@@ -579,6 +594,12 @@ static int cmd_gc(struct cache *c, const struct cache_args *args, int argc, char
 
 /* ---- verify -------------------------------------------------------------- */
 
+static void report_signatures(void *priv, const char *path, const char *why)
+{
+	(void)priv;
+	printf("removed kept signatures %s: %s\n", path, why);
+}
+
 static int cmd_verify(struct cache *c, const struct cache_args *a, int argc, char **argv)
 {
 	size_t good = 0, bad = 0;
@@ -622,7 +643,14 @@ static int cmd_verify(struct cache *c, const struct cache_args *a, int argc, cha
 			       r == -EBUSY ? "in use, left until its users end" : strerror(-r));
 	}
 	printf("verified %zu layers and blobs in %s: %zu sound, %zu broken\n", good + bad, c->dir, good, bad);
-	return bad ? 1 : 0;
+	size_t sig_good = 0, sig_bad = 0;
+	int r = mlfs_sigcache_verify(c->dir, report_signatures, NULL, &sig_good, &sig_bad);
+	if (r < 0)
+		printf("could not check the kept signatures: %s\n", strerror(-r));
+	else if (sig_good + sig_bad)
+		printf("verified %zu file%s of signatures kept for offline use: %zu sound, %zu broken\n",
+		       sig_good + sig_bad, sig_good + sig_bad > 1 ? "s" : "", sig_good, sig_bad);
+	return bad || sig_bad ? 1 : 0;
 }
 
 int mlfs_cmd_cache(int argc, char **argv)

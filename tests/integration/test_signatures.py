@@ -486,6 +486,37 @@ def test_kept_signatures_go_with_the_image(mlfs, mlfs_env, signing, tmp_path):
     assert kept_signatures(mlfs_env) == []
 
 
+def test_cache_ls_and_verify_show_kept_signatures(mlfs, mlfs_env, signing, tmp_path):
+    """`cache ls` counts the signatures kept for each image; `cache verify`
+    checks their files, and removes a damaged one (exit 1), as it does a
+    damaged layer."""
+    served = Served(signing.lookaside)
+    try:
+        regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, served.url)
+        policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+        ref = "%s/signed:latest" % signing.host
+        assert_ok(mlfs("pull", "--policy", policy, "--registries.d", regd, ref))
+    finally:
+        served.stop()
+    ls = json.loads(mlfs("cache", "ls", "--json").stdout)
+    assert [im["signatures_kept"] for im in ls if im["reference"] == ref] == [1], ls
+    r = mlfs("cache", "ls")
+    assert_ok(r)
+    assert "signatures: 1 kept for offline use" in r.stdout, r.stdout
+    r = mlfs("cache", "verify")
+    assert_ok(r)
+    assert "verified 1 file of signatures kept for offline use: 1 sound, 0 broken" in r.stdout, r.stdout
+    # Moved under another image's name: its content no longer matches, removed.
+    sigs = os.path.join(mlfs_env["MLFS_CACHE"], "sigs", "sha256")
+    kept = kept_signatures(mlfs_env)
+    moved = os.path.join(sigs, "0" * 64 + kept[0][64:])
+    os.rename(os.path.join(sigs, kept[0]), moved)
+    r = mlfs("cache", "verify")
+    assert r.rc == 1, r.stdout + r.stderr
+    assert "removed kept signatures %s: its name does not match its content" % moved in r.stdout, r.stdout
+    assert kept_signatures(mlfs_env) == []
+
+
 def test_registries_d_errors(mlfs, signing, tmp_path):
     ref = "%s/signed:latest" % signing.host
     policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
