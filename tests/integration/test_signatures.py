@@ -25,6 +25,7 @@ which no case here has alone.)
 
 import functools
 import http.server
+import hashlib
 import json
 import os
 import shutil
@@ -484,6 +485,45 @@ def test_kept_signatures_go_with_the_image(mlfs, mlfs_env, signing, tmp_path):
     assert_ok(r)
     assert "removed 1 file of signatures whose manifest is no longer cached" in r.stdout, r.stdout
     assert kept_signatures(mlfs_env) == []
+
+
+def test_digest_signed_in_sha512(mlfs, mounter, signing, tmp_path):
+    """A signature that names the manifest by its sha512 digest (where the
+    registry names it by sha256) is refused: containers/image's
+    manifest.MatchesDigest compares with the manifest's sha256 digest only
+    ("This should eventually support various digest types"), so skopeo
+    refuses it, and so does mlfs.  The payloads are signed with gpg --sign,
+    as containers/image's gpgme signing does."""
+    repo = "sha512signed"
+    ref = "%s/%s:latest" % (signing.host, repo)
+    copy = subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--all", "--src-tls-verify=false",
+                           "--dest-tls-verify=false", "docker://%s/demo:latest" % signing.host, "docker://" + ref],
+                          capture_output=True, text=True, timeout=300)
+    assert copy.returncode == 0, copy.stderr
+    store = os.path.join(str(tmp_path), "store")
+    regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, "file://" + store)
+    policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
+
+    for digest in image_digests(signing.client, repo)[1:]:
+        body = signing.client.get_manifest(repo, digest)[0]
+        hashed = hashlib.sha512(body).hexdigest()
+        payload = json.dumps({"critical": {"type": "atomic container signature",
+                                           "image": {"docker-manifest-digest": "sha512:" + hashed},
+                                           "identity": {"docker-reference": ref}},
+                              "optional": {"creator": "test_signatures.py", "timestamp": 1700000000}}).encode()
+        d = sig_dir(store, repo, digest)
+        os.makedirs(d, exist_ok=True)
+        src = os.path.join(str(tmp_path), "payload.json")
+        with open(src, "wb") as f:
+            f.write(payload)
+        out = os.path.join(d, "signature-1")
+        gpg(signing.gnupg, "--pinentry-mode", "loopback", "--passphrase", "", "-u", signing.fpr,
+            "--sign", "--output", out, src)
+    sk, sk_err = skopeo_accepts(policy, regd, ref, tmp_path)
+    assert not sk and "does not match" in sk_err, sk_err
+    answers, line = mlfs_answers(mlfs, mounter, tmp_path, policy, regd, ref)
+    assert answers == {"inspect": sk, "export": sk, "pull": sk, "mount": sk}, (answers, line, sk_err)
+    assert "for the manifest sha512:" in line, line
 
 
 def test_cache_ls_and_verify_show_kept_signatures(mlfs, mlfs_env, signing, tmp_path):
