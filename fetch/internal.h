@@ -287,7 +287,7 @@ int mlfs_policy_get_string(const struct mlfs_policy_ctx *c, const char *where, j
 			   bool required, char **out);
 /* Base64 as Go's StdEncoding reads it (padded; CR and LF skipped): into
  * out->data (malloc'd).  -EINVAL when malformed, -ENOMEM. */
-int mlfs_base64_decode(const char *s, size_t n, struct mlfs_policy_blob *out);
+int mlfs_base64_decode_blob(const char *s, size_t n, struct mlfs_policy_blob *out);
 /* policyident.c: a signedIdentity / baseLayerIdentity object. */
 int mlfs_policy_identity_parse(const struct mlfs_policy_ctx *c, const char *where, json_t *j,
 			       struct mlfs_policy_identity *id);

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base64.h"
 #include "common/cleanup.h"
 #include "fetch/internal.h"
 
@@ -116,54 +117,20 @@ void mlfs_policy_req_clear(struct mlfs_policy_req *r)
 
 /* ---- base64, key sources, identities, requirements ----------------------- */
 
-static int b64val(unsigned char ch)
+/* Base64 as Go's encoding/json reads []byte (common/base64.c); also what
+ * reads a cosign signature annotation (sigstore.c). -EINVAL when malformed. */
+int mlfs_base64_decode_blob(const char *s, size_t n, struct mlfs_policy_blob *out)
 {
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	return ch == '+' ? 62 : ch == '/' ? 63 : -1;
-}
-
-/* Base64 as Go's encoding/json reads []byte (StdEncoding): padded, with
- * CR and LF skipped anywhere. -EINVAL when malformed.  Also what reads a
- * cosign signature annotation (sigstore.c): one decoder for both. */
-int mlfs_base64_decode(const char *s, size_t n, struct mlfs_policy_blob *out)
-{
-	unsigned char *buf = malloc(n / 4 * 3 + 3);
+	unsigned char *buf = malloc(n / 4 * 3 + 1);
 	if (!buf)
 		return -ENOMEM;
-	size_t o = 0, got = 0, pad = 0;
-	uint32_t acc = 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch == '\r' || ch == '\n')
-			continue;
-		int v = ch == '=' ? 0 : b64val(ch);
-		/* '=' only in the last two places of the last group, and nothing after it */
-		if (v < 0 || (pad && ch != '=') || (ch == '=' && got % 4 < 2)) {
-			free(buf);
-			return -EINVAL;
-		}
-		pad += ch == '=';
-		acc = acc << 6 | (uint32_t)v;
-		if (++got % 4 == 0) {
-			buf[o++] = (unsigned char)(acc >> 16);
-			if (pad < 2)
-				buf[o++] = (unsigned char)(acc >> 8);
-			if (pad < 1)
-				buf[o++] = (unsigned char)acc;
-			acc = 0;
-		}
-	}
-	if (got % 4) {
+	ssize_t len = mlfs_base64_decode(s, n, buf);
+	if (len < 0) {
 		free(buf);
 		return -EINVAL;
 	}
 	out->data = buf;
-	out->len = o;
+	out->len = (size_t)len;
 	return 0;
 }
 
@@ -175,7 +142,7 @@ static int get_blob(const struct mlfs_policy_ctx *c, const char *where, json_t *
 				       mlfs_json_type_name(v));
 	if (!json_string_length(v))
 		return mlfs_policy_bad(c, where, "\"%s\" must not be empty", key);
-	int r = mlfs_base64_decode(json_string_value(v), json_string_length(v), out);
+	int r = mlfs_base64_decode_blob(json_string_value(v), json_string_length(v), out);
 	if (r == -ENOMEM)
 		return mlfs_policy_oom(c);
 	return r < 0 ? mlfs_policy_bad(c, where, "\"%s\" is not valid base64", key) : 0;

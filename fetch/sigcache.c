@@ -144,7 +144,7 @@ int mlfs_sigcache_decode(const void *buf, size_t len, enum mlfs_sig_kind kind, c
 			return -EBADMSG;
 		}
 		struct mlfs_policy_blob b = { 0 };
-		int r = mlfs_base64_decode(data, data_len, &b);
+		int r = mlfs_base64_decode_blob(data, data_len, &b);
 		if (r == 0 && b.len > MLFS_SIGNATURE_MAX)
 			r = -EBADMSG;
 		if (r == 0)

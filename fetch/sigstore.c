@@ -133,7 +133,7 @@ int mlfs_sigstore_verify(const struct mlfs_sigstore_keys *k, const void *payload
 			 char *who, size_t who_len, char *why, size_t why_len)
 {
 	struct mlfs_policy_blob sig = { 0 };
-	int r = mlfs_base64_decode(b64sig, strlen(b64sig), &sig);
+	int r = mlfs_base64_decode_blob(b64sig, strlen(b64sig), &sig);
 	if (r == -ENOMEM) {
 		snprintf(why, why_len, "out of memory");
 		return r;

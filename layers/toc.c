@@ -58,6 +58,7 @@
 #include <sys/types.h>
 #include <jansson.h>
 
+#include "common/base64.h"
 #include "common/err.h"
 #include "common/json.h"
 
@@ -251,56 +252,6 @@ static bool parse_rfc3339(const char *s, size_t n, int64_t *sec, uint32_t *nsec)
 	return true;
 }
 
-/* ---- base64 (RFC 4648, standard alphabet, padded: what Go's StdEncoding writes) ---- */
-
-static int b64val(unsigned char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+')
-		return 62;
-	if (ch == '/')
-		return 63;
-	return -1;
-}
-
-/* Decodes into out (room for len / 4 * 3 bytes); -1 when malformed.  Like
- * Go's decoder, non-zero bits after the last full byte are tolerated; unlike
- * it, line breaks are not (no writer emits them). */
-static ssize_t b64_decode(const char *in, size_t len, unsigned char *out)
-{
-	if (len % 4)
-		return -1;
-	size_t o = 0;
-	for (size_t k = 0; k < len; k += 4) {
-		const unsigned char *q = (const unsigned char *)in + k;
-		int pad = 0;
-		if (k + 4 == len)
-			pad = (q[3] == '=') + (q[3] == '=' && q[2] == '=');
-		int v[4];
-		for (int j = 0; j < 4 - pad; j++)
-			if ((v[j] = b64val(q[j])) < 0)
-				return -1;
-		if (pad == 2 && q[1] == '=')
-			return -1;
-		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12;
-		if (pad < 2)
-			w |= (uint32_t)v[2] << 6;
-		if (pad < 1)
-			w |= (uint32_t)v[3];
-		out[o++] = (unsigned char)(w >> 16);
-		if (pad < 2)
-			out[o++] = (unsigned char)(w >> 8);
-		if (pad < 1)
-			out[o++] = (unsigned char)w;
-	}
-	return (ssize_t)o;
-}
-
 /* ---- the arena ---- */
 
 static void *arena_take(struct ctx *c, size_t n)
@@ -396,7 +347,7 @@ static int parse_xattrs(struct ctx *c, size_t i, json_t *o, struct toc_entry *e)
 		unsigned char *dst = arena_take(c, sl / 4 * 3);
 		if (!dst)
 			return fail(c, EPROTO, "TOC entries[%zu].xattrs: internal miscount", i);
-		ssize_t n = b64_decode(json_string_value(v), sl, dst);
+		ssize_t n = mlfs_base64_decode(json_string_value(v), sl, dst);
 		if (n < 0)
 			return entry_fail(c, EPROTO, i, "xattrs", "\"%s\": value is not valid base64",
 					  mlfs_printable(k, buf, sizeof buf));
