@@ -455,8 +455,9 @@ def test_offline_after_the_key_changed(mlfs, mlfs_env, signing, tmp_path):
     assert_ok(mlfs("inspect", "--offline", "--policy", old_policy, "--registries.d", regd, ref))
 
 
-def test_kept_signatures_go_with_the_image(mlfs, mlfs_env, signing, tmp_path):
-    """`mlfs cache gc` removes the kept signatures with their image's metadata."""
+def pull_signed_over_http(mlfs, signing, tmp_path):
+    """`mlfs pull` of the signed image with its signatures from an HTTP
+    store: they are kept in the cache.  Returns the reference."""
     served = Served(signing.lookaside)
     try:
         regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, served.url)
@@ -465,6 +466,12 @@ def test_kept_signatures_go_with_the_image(mlfs, mlfs_env, signing, tmp_path):
         assert_ok(mlfs("pull", "--policy", policy, "--registries.d", regd, ref))
     finally:
         served.stop()
+    return ref
+
+
+def test_kept_signatures_go_with_the_image(mlfs, mlfs_env, signing, tmp_path):
+    """`mlfs cache gc` removes the kept signatures with their image's metadata."""
+    ref = pull_signed_over_http(mlfs, signing, tmp_path)
     kept = kept_signatures(mlfs_env)
     assert len(kept) == 1
     # The image's record resolved 40 days ago, its layers evicted: its metadata goes, signatures included.
@@ -530,14 +537,7 @@ def test_cache_ls_and_verify_show_kept_signatures(mlfs, mlfs_env, signing, tmp_p
     """`cache ls` counts the signatures kept for each image; `cache verify`
     checks their files, and removes a damaged one (exit 1), as it does a
     damaged layer."""
-    served = Served(signing.lookaside)
-    try:
-        regd = write_registries_d(os.path.join(str(tmp_path), "regd"), signing.host, served.url)
-        policy = write_policy(str(tmp_path), "p", {signing.host: [signed_by(signing.pub)]})
-        ref = "%s/signed:latest" % signing.host
-        assert_ok(mlfs("pull", "--policy", policy, "--registries.d", regd, ref))
-    finally:
-        served.stop()
+    ref = pull_signed_over_http(mlfs, signing, tmp_path)
     ls = json.loads(mlfs("cache", "ls", "--json").stdout)
     assert [im["signatures_kept"] for im in ls if im["reference"] == ref] == [1], ls
     r = mlfs("cache", "ls")
