@@ -364,6 +364,7 @@ struct mlfs_regconf_registry {
 	size_t n_mirrors;
 	struct mlfs_regconf_mirror *mirrors;
 	char *source;          /* the file it came from */
+	bool v1;               /* from version 1's [registries.insecure] / [registries.block] */
 };
 
 /* ---- shortconf.c: registries.conf's short-name settings ---------------- */
@@ -398,6 +399,8 @@ struct mlfs_shortconf {
 void mlfs_shortconf_clear(struct mlfs_shortconf *c);
 /* The settings of one parsed file (its TOML root) into `mine`; errors
  * name FILE:LINE. */
+/* An unqualified-search-registries list (a TOML array of host[:port]). */
+int mlfs_shortconf_search(const struct mlfs_toml *v, const char *name, struct mlfs_shortconf *c, struct mlfs_err *err);
 int mlfs_shortconf_parse(const struct mlfs_toml *root, const char *name, struct mlfs_shortconf *mine,
 			 struct mlfs_err *err);
 /* `from` (one file's) merged into `into` (everything before it); from is emptied. */
@@ -449,9 +452,10 @@ int mlfs_regconf_load(const struct mlfs_mirror_opts *opts, struct mlfs_regconf *
 		      struct mlfs_err *err);
 
 void mlfs_regconf_clear(struct mlfs_regconf *c);
-/* One registries.conf (v2) text merged into c: a [[registry]] with the
- * prefix of one already there replaces it (later files override). */
-int mlfs_regconf_parse(const void *buf, size_t len, const char *name, struct mlfs_regconf *c,
+/* One registries.conf text merged into c: a [[registry]] with the
+ * prefix of one already there replaces it (later files override).
+ * Version 1's [registries.*] tables are converted, except in a drop-in. */
+int mlfs_regconf_parse(const void *buf, size_t len, const char *name, bool drop_in, struct mlfs_regconf *c,
 		       struct mlfs_err *err);
 /* The registry entry for a canonical name ("docker.io/library/busybox"):
  * the longest matching prefix, wildcards "*.example.com" matching

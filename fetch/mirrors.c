@@ -103,7 +103,7 @@ static int read_file(const char *path, char **buf, size_t *len, struct mlfs_err 
 	return 0;
 }
 
-static int load_regconf_file(const char *path, bool must_exist, struct mlfs_regconf *conf, bool *found,
+static int load_regconf_file(const char *path, bool must_exist, bool drop_in, struct mlfs_regconf *conf, bool *found,
 			     struct mlfs_err *err)
 {
 	char *buf = NULL;
@@ -114,7 +114,7 @@ static int load_regconf_file(const char *path, bool must_exist, struct mlfs_regc
 	if (r < 0)
 		return r;
 	log_debug(MLFS_AREA_FETCH, "reading %s", path);
-	r = mlfs_regconf_parse(buf, len, path, conf, err);
+	r = mlfs_regconf_parse(buf, len, path, drop_in, conf, err);
 	free(buf);
 	*found = true;
 	return r;
@@ -143,7 +143,7 @@ static int load_dropins(const char *dir, struct mlfs_regconf *conf, bool *found,
 		char path[4096];
 		snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
 		if (r == 0)
-			r = load_regconf_file(path, false, conf, found, err);
+			r = load_regconf_file(path, false, true, conf, found, err);
 		free(names[i]);
 	}
 	free(names);
@@ -166,14 +166,14 @@ static int load_registries_conf(const char *root, const char *home, const char *
 	struct stat st;
 	int r;
 	if (option) {
-		r = load_regconf_file(option, true, conf, found, err);
+		r = load_regconf_file(option, true, false, conf, found, err);
 	} else if (user[0] && stat(user, &st) == 0) {
-		r = load_regconf_file(user, false, conf, found, err);
+		r = load_regconf_file(user, false, false, conf, found, err);
 		if (r == 0)
 			r = load_dropins(user_d, conf, found, err);
 		return r;
 	} else {
-		r = load_regconf_file(sys, false, conf, found, err);
+		r = load_regconf_file(sys, false, false, conf, found, err);
 	}
 	if (r == 0)
 		r = load_dropins(sys_d, conf, found, err);
@@ -207,8 +207,9 @@ static int from_registries_conf(const struct mlfs_mirror_opts *opts, const char 
 	int r = mlfs_regconf_load(opts, &conf, &found, err);
 	const struct mlfs_regconf_registry *m = r == 0 ? mlfs_regconf_match(&conf, name) : NULL;
 	if (m && m->blocked)
-		r = mlfs_err_set(err, EACCES, "%s: the registry is blocked by %s ([[registry]] prefix \"%s\", "
-				 "blocked = true)", name, m->source, mlfs_printable(m->prefix, (char[256]){ 0 }, 256));
+		r = mlfs_err_set(err, EACCES, "%s: the registry is blocked by %s (%s \"%s\"%s)", name, m->source,
+				 m->v1 ? "[registries.block] lists" : "[[registry]] prefix",
+				 mlfs_printable(m->prefix, (char[256]){ 0 }, 256), m->v1 ? "" : ", blocked = true");
 	else if (m && (r = mlfs_regconf_endpoints(m, name, out, err)) == 0 && !(out->source = strdup(m->source)))
 		r = mlfs_err_set(err, ENOMEM, "out of memory");
 	mlfs_regconf_clear(&conf);

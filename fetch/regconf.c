@@ -9,7 +9,14 @@
  * matched part (a rewrite); each [[registry.mirror]]'s `location` does the
  * same for that mirror.  Unknown keys are ignored, as containers/image
  * does; wrong types and the combinations it refuses are errors.  The
- * short-name settings of the same files are shortconf.c's. */
+ * short-name settings of the same files are shortconf.c's.
+ *
+ * Version 1 ([registries.search], [registries.insecure],
+ * [registries.block], each a `registries` list) is still read, converted
+ * as containers/image's ConvertToV2 does: the search list becomes
+ * unqualified-search-registries, each insecure or blocked host a
+ * [[registry]] of that prefix and location.  A file may not mix the two
+ * versions, and a drop-in must be version 2. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +36,10 @@ static int bad_at(const struct ctx *c, int line, const char *what, const char *d
 	return mlfs_err_set(c->err, EINVAL, "%s:%d: %s%s", c->name, line, what, detail);
 }
 
-/* An optional string member; the schemes containers/image refuses too. */
-static int get_location(const struct ctx *c, const struct mlfs_toml *t, const char *key, char **out)
+/* A location (containers/image's parseLocation): a string, trailing '/'
+ * dropped, the schemes containers/image refuses refused too. */
+static int parse_location(const struct ctx *c, const struct mlfs_toml *v, const char *key, char **out)
 {
-	*out = NULL;
-	const struct mlfs_toml *v = mlfs_toml_get(t, key);
-	if (!v)
-		return 0;
 	if (v->kind != MLFS_TOML_STRING)
 		return mlfs_err_set(c->err, EINVAL, "%s:%d: \"%s\" must be a string", c->name, v->line, key);
 	if (!strncmp(v->str, "http://", 7) || !strncmp(v->str, "https://", 8))
@@ -47,6 +51,14 @@ static int get_location(const struct ctx *c, const struct mlfs_toml *t, const ch
 	if (!(*out = strndup(v->str, n)))
 		return mlfs_err_set(c->err, ENOMEM, "out of memory");
 	return 0;
+}
+
+/* An optional location member. */
+static int get_location(const struct ctx *c, const struct mlfs_toml *t, const char *key, char **out)
+{
+	*out = NULL;
+	const struct mlfs_toml *v = mlfs_toml_get(t, key);
+	return v ? parse_location(c, v, key, out) : 0;
 }
 
 static int get_bool(const struct ctx *c, const struct mlfs_toml *t, const char *key, bool *out)
@@ -187,7 +199,81 @@ static int merge(struct mlfs_regconf *conf, struct mlfs_regconf_registry *reg, b
 	return 0;
 }
 
-int mlfs_regconf_parse(const void *buf, size_t len, const char *name, struct mlfs_regconf *conf,
+/* ---- version 1 ---------------------------------------------------------- */
+
+/* [registries.KEY] registries = [...]: the array, NULL when absent; *r < 0 when malformed. */
+static const struct mlfs_toml *v1_list(const struct ctx *c, const struct mlfs_toml *v1, const char *key, int *r)
+{
+	const struct mlfs_toml *t = mlfs_toml_get(v1, key), *a = t ? mlfs_toml_get(t, "registries") : NULL;
+	if (t && t->kind != MLFS_TOML_TABLE)
+		*r = bad_at(c, t->line, "[registries] must hold tables: ", key);
+	else if (a && a->kind != MLFS_TOML_ARRAY)
+		*r = bad_at(c, a->line, "\"registries\" must be an array of strings in [registries.", key);
+	for (size_t i = 0; *r == 0 && a && i < a->n; i++)
+		if (a->v[i]->kind != MLFS_TOML_STRING)
+			*r = bad_at(c, a->v[i]->line, "\"registries\" must be an array of strings in [registries.", key);
+	return *r == 0 && a && a->n ? a : NULL;
+}
+
+/* One host of a v1 list as its [[registry]] (made once: blocked, then insecure). */
+static int v1_flag(const struct ctx *c, struct mlfs_regconf *mine, const struct mlfs_toml *host, bool blocked)
+{
+	struct mlfs_regconf_registry reg = { 0 };
+	int r = parse_location(c, host, "location", &reg.location);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < mine->n; i++)
+		if (!strcmp(mine->v[i].prefix, reg.location)) {
+			*(blocked ? &mine->v[i].blocked : &mine->v[i].insecure) = true;
+			free(reg.location);
+			return 0;
+		}
+	if (!(reg.prefix = strdup(reg.location)) || !(reg.source = strdup(c->name)))
+		r = mlfs_err_set(c->err, ENOMEM, "out of memory");
+	*(blocked ? &reg.blocked : &reg.insecure) = true;
+	reg.v1 = true;
+	if (r == 0 && merge(mine, &reg, true) < 0)
+		r = mlfs_err_set(c->err, ENOMEM, "out of memory");
+	registry_clear(&reg);
+	return r;
+}
+
+/* 1 when root is a version-1 file (its hosts converted into mine, its
+ * search list in *search), 0 when not. */
+static int parse_v1(const struct ctx *c, const struct mlfs_toml *root, bool drop_in, struct mlfs_regconf *mine,
+		    const struct mlfs_toml **search_out)
+{
+	*search_out = NULL;
+	const struct mlfs_toml *v1 = mlfs_toml_get(root, "registries");
+	if (!v1)
+		return 0;
+	if (v1->kind != MLFS_TOML_TABLE)
+		return bad_at(c, v1->line, "\"registries\" must be version 1's tables ([registries.search] ...)", "");
+	int r = 0;
+	const struct mlfs_toml *search = v1_list(c, v1, "search", &r), *insecure = v1_list(c, v1, "insecure", &r),
+			       *block = v1_list(c, v1, "block", &r);
+	if (r < 0 || (!search && !insecure && !block))
+		return r; /* empty lists: nothing of version 1 is set */
+	if (drop_in)
+		return bad_at(c, v1->line, "registry must be in v2 format but is in v1 (a registries.conf.d drop-in "
+			      "takes [[registry]] tables and unqualified-search-registries only)", "");
+	static const char *const v2_keys[] = { "registry", "unqualified-search-registries", "short-name-mode",
+					       "aliases", "credential-helpers" };
+	for (size_t i = 0; i < sizeof v2_keys / sizeof v2_keys[0]; i++) {
+		const struct mlfs_toml *v = mlfs_toml_get(root, v2_keys[i]);
+		if (v && (v->kind != MLFS_TOML_ARRAY && v->kind != MLFS_TOML_TABLE ? true : v->n > 0))
+			return bad_at(c, v->line, "mixing sysregistry v1/v2 is not supported: this file has [registries.*] "
+				      "tables and ", v2_keys[i]);
+	}
+	for (size_t i = 0; block && r == 0 && i < block->n; i++)
+		r = v1_flag(c, mine, block->v[i], true);
+	for (size_t i = 0; insecure && r == 0 && i < insecure->n; i++)
+		r = v1_flag(c, mine, insecure->v[i], false);
+	*search_out = search;
+	return r < 0 ? r : 1;
+}
+
+int mlfs_regconf_parse(const void *buf, size_t len, const char *name, bool drop_in, struct mlfs_regconf *conf,
 		       struct mlfs_err *err)
 {
 	struct mlfs_toml *root = NULL;
@@ -200,7 +286,11 @@ int mlfs_regconf_parse(const void *buf, size_t len, const char *name, struct mlf
 		r = bad_at(&c, regs->line, "\"registry\" must be an array of tables ([[registry]])", "");
 	/* Parsed aside first: a file with an error changes nothing. */
 	struct mlfs_regconf mine = { 0 };
-	for (size_t i = 0; r == 0 && regs && i < regs->n; i++) {
+	const struct mlfs_toml *v1_search = NULL;
+	int v1 = 0;
+	if (r == 0 && (v1 = parse_v1(&c, root, drop_in, &mine, &v1_search)) < 0)
+		r = v1;
+	for (size_t i = 0; r == 0 && !v1 && regs && i < regs->n; i++) {
 		struct mlfs_regconf_registry reg = { 0 };
 		r = parse_registry(&c, regs->v[i], &reg);
 		if (r == 0 && !(reg.source = strdup(name)))
@@ -211,6 +301,8 @@ int mlfs_regconf_parse(const void *buf, size_t len, const char *name, struct mlf
 	}
 	if (r == 0)
 		r = mlfs_shortconf_parse(root, name, &mine.shorts, err);
+	if (r == 0 && v1_search)
+		r = mlfs_shortconf_search(v1_search, name, &mine.shorts, err);
 	for (size_t i = 0; r == 0 && i < mine.n; i++)
 		if (merge(conf, &mine.v[i], false) < 0)
 			r = mlfs_err_set(err, ENOMEM, "out of memory");

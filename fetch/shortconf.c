@@ -63,7 +63,7 @@ static bool has_tag_or_digest(const char *s)
 	return strchr(s, '@') || strchr(slash ? slash : s, ':');
 }
 
-static int parse_search(const struct mlfs_toml *v, const char *name, struct mlfs_shortconf *c, struct mlfs_err *err)
+int mlfs_shortconf_search(const struct mlfs_toml *v, const char *name, struct mlfs_shortconf *c, struct mlfs_err *err)
 {
 	if (v->kind != MLFS_TOML_ARRAY)
 		return mlfs_err_set(err, EINVAL, "%s:%d: \"unqualified-search-registries\" must be an array of strings",
@@ -146,7 +146,7 @@ int mlfs_shortconf_parse(const struct mlfs_toml *root, const char *name, struct 
 	if (!(c->search_source = strdup(name)))
 		return mlfs_err_set(err, ENOMEM, "out of memory");
 	const struct mlfs_toml *v = mlfs_toml_get(root, "unqualified-search-registries");
-	int r = v ? parse_search(v, name, c, err) : 0;
+	int r = v ? mlfs_shortconf_search(v, name, c, err) : 0;
 	if (r == 0 && (v = mlfs_toml_get(root, "short-name-mode")))
 		r = parse_mode(v, name, c, err);
 	if (r < 0 || !(v = mlfs_toml_get(root, "aliases")))

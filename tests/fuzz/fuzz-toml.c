@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 					     "quay.io/a" };
 	struct mlfs_regconf conf = { 0 };
 	memset(&err, 0, sizeof err);
-	r = mlfs_regconf_parse(d, n, "fuzz.conf", &conf, &err);
+	r = mlfs_regconf_parse(d, n, "fuzz.conf", n % 2 /* as a drop-in, half the time */, &conf, &err);
 	if (r < 0)
 		check_err(r, &err);
 	for (size_t i = 0; r == 0 && i < sizeof names / sizeof names[0]; i++) {

@@ -102,13 +102,15 @@ def test_one_search_registry(mlfs, two, tmp_path):
 
 
 def test_two_search_registries_permissive(mlfs, two, tmp_path):
-    """permissive (and the default): the first, which lacks the image, is
-    asked once; the second has it.  The canonical name (what the cache and
+    """permissive (and the default, and a version-1 file): the first, which
+    lacks the image, is asked once; the second has it.  The canonical name (what the cache and
     the policy see) is the second's."""
     first, second, demo = two
-    for mode in ('short-name-mode = "permissive"\n', ""):
-        root = conf_root(tmp_path, 'unqualified-search-registries = ["%s", "%s"]\n%s'
-                         % (first.host, second.host, mode))
+    # The last: version 1's [registries.search], which containers/image converts to the same list.
+    for text in ('unqualified-search-registries = ["%s", "%s"]\nshort-name-mode = "permissive"\n',
+                 'unqualified-search-registries = ["%s", "%s"]\n',
+                 '[registries.search]\nregistries = ["%s", "%s"]\n'):
+        root = conf_root(tmp_path, text % (first.host, second.host))
         before = len(manifest_gets(first))
         r = inspect(mlfs, "team/demo:latest", root)
         assert r.rc == 0, describe(r)

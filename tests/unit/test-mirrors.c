@@ -239,6 +239,66 @@ static void test_conf_errors(void)
 	drop("etc/containers/registries.conf");
 }
 
+/* Version 1, converted as containers/image's ConvertToV2 does. */
+static void test_v1(void)
+{
+	put("etc/containers/registries.conf",
+	    "# an old file\n"
+	    "[registries.search]\nregistries = ['docker.io', 'quay.io']\n\n"
+	    "[registries.insecure]\nregistries = [\"ins.example:5000\", \"both.example/\"]\n\n"
+	    "[registries.block]\nregistries = [\"bad.example\", \"both.example\"]\n");
+	expect("ins.example:5000/x", NULL, "upstream ins.example:5000/x i", "[registries.insecure]: plain HTTP allowed");
+	expect("ins.example/y", NULL, "upstream ins.example/y", "... that host and port only");
+	expect("busybox", NULL, "upstream registry-1.docker.io/library/busybox", "other registries as they are");
+	expect_error("bad.example/x/y:1", NULL, EACCES,
+		     "bad.example/x/y: the registry is blocked by /tmp/ROOT/etc/containers/registries.conf "
+		     "([registries.block] lists \"bad.example\")", "[registries.block]");
+	expect_error("both.example/x", NULL, EACCES,
+		     "both.example/x: the registry is blocked by /tmp/ROOT/etc/containers/registries.conf "
+		     "([registries.block] lists \"both.example\")", "insecure and blocked: one entry, blocked");
+
+	/* A v2 drop-in still applies on top of a v1 main file. */
+	put("etc/containers/registries.conf.d/10-a.conf",
+	    "[[registry]]\nprefix = \"ins.example:5000\"\nlocation = \"ins.example:5000\"\n"
+	    "[[registry.mirror]]\nlocation = \"m.example\"\n");
+	expect("ins.example:5000/x", NULL, "mirror m.example/x; upstream ins.example:5000/x",
+	       "a drop-in's entry replaces the converted one");
+	drop("etc/containers/registries.conf.d/10-a.conf");
+
+	/* Empty v1 lists are no v1 at all: a v2 file may carry them. */
+	put("etc/containers/registries.conf", "[registries.search]\nregistries = []\n"
+					      "[[registry]]\nlocation = \"bad.example\"\nblocked = true\n");
+	expect_error("bad.example/x", NULL, EACCES,
+		     "bad.example/x: the registry is blocked by /tmp/ROOT/etc/containers/registries.conf "
+		     "([[registry]] prefix \"bad.example\", blocked = true)", "empty v1 tables beside v2");
+
+	static const struct { const char *file, *text, *msg; } bad[] = {
+		{ "registries.conf", "unqualified-search-registries = ['a.io']\n[registries.search]\nregistries = ['b.io']\n",
+		  "registries.conf:1: mixing sysregistry v1/v2 is not supported: this file has [registries.*] tables "
+		  "and unqualified-search-registries" },
+		{ "registries.conf", "[registries.block]\nregistries = ['b.io']\n[[registry]]\nlocation = 'a.io'\n",
+		  "registries.conf:3: mixing sysregistry v1/v2 is not supported: this file has [registries.*] tables "
+		  "and registry" },
+		{ "registries.conf", "[registries.insecure]\nregistries = [1]\n",
+		  "registries.conf:2: \"registries\" must be an array of strings in [registries.insecure" },
+		{ "registries.conf", "[registries.block]\nregistries = ['https://b.io']\n",
+		  "registries.conf:2: invalid location \"https://b.io\": URI schemes are not supported" },
+		{ "registries.conf", "registries = ['a.io']\n",
+		  "registries.conf:1: \"registries\" must be version 1's tables ([registries.search] ...)" },
+		{ "registries.conf.d/x.conf", "[registries.search]\nregistries = ['b.io']\n",
+		  "registries.conf.d/x.conf:1: registry must be in v2 format but is in v1 (a registries.conf.d drop-in "
+		  "takes [[registry]] tables and unqualified-search-registries only)" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char path[256], want[1024];
+		snprintf(path, sizeof path, "etc/containers/%s", bad[i].file);
+		put(path, bad[i].text);
+		snprintf(want, sizeof want, "/tmp/ROOT/etc/containers/%s", bad[i].msg);
+		expect_error("busybox", NULL, EINVAL, want, bad[i].msg);
+		drop(path);
+	}
+}
+
 static void test_hosts_and_daemon(void)
 {
 	put("etc/containerd/certs.d/127.0.0.1:5000/hosts.toml",
@@ -297,6 +357,7 @@ int main(void)
 	test_registries_conf();
 	test_dropins_and_option();
 	test_conf_errors();
+	test_v1();
 	test_hosts_and_daemon();
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", root);

@@ -146,6 +146,14 @@ static void test_decisions(void)
 		snprintf(rel, sizeof rel, "etc/containers/registries.conf.d/%s.conf", *f);
 		drop(rel);
 	}
+
+	/* Version 1's [registries.search] is the search list (ConvertToV2). */
+	put("etc/containers/registries.conf", "[registries.search]\nregistries = [\"127.0.0.1:5000\", 'docker.io']\n");
+	expect("app", "search: 127.0.0.1:5000/app, docker.io/app (ROOT/etc/containers/registries.conf)",
+	       "[registries.search]: each in order");
+	put("etc/containers/registries.conf", "[registries.search]\nregistries = [\"quay.io/ns\"]\n");
+	expect("app", "error: ROOT/etc/containers/registries.conf:2: invalid unqualified-search-registries entry "
+	       "\"quay.io/ns\": want a registry host[:port]", "[registries.search]: checked as the v2 list");
 }
 
 static void test_errors(void)
