@@ -5,9 +5,14 @@
  * it may be asked: "resolve" a tag, "pull" a blob or a manifest by
  * digest (a host with "pull" alone is a digest-only mirror).
  * `skip_verify` and an http:// URL make it insecure; `ca` (a file, or a
- * list of files: the first is used) adds a CA.  A URL with a path
- * (containerd's override_path) is not supported: that host is skipped
- * with a warning.  Other keys (header, client, override_path) are ignored. */
+ * list of files: the first is used) adds a CA.
+ *
+ * A URL's path is the API root with `override_path = true` (containerd
+ * otherwise appends /v2 to it).  Roots under /v2 are supported — Harbor's
+ * proxy-cache projects, "https://harbor.example/v2/hub-proxy", serve
+ * library/alpine as hub-proxy/library/alpine — by putting the part after
+ * /v2 in front of the repository; any other root is skipped with a
+ * warning.  Other keys (header, client) are ignored. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +23,8 @@
 /* Text from the file, fit for a one-line message. */
 #define SHOW(k) mlfs_printable((k), (char[256]){ 0 }, 256)
 
-/* "https://host:port" -> host:port, and whether it said http. */
-static int url_host(const char *url, char *host, size_t len, bool *plain, bool *has_path)
+/* "https://host:port/path" -> host:port, whether it said http, and the path. */
+static int url_host(const char *url, char *host, size_t len, bool *plain, const char **path)
 {
 	const char *p = url;
 	*plain = false;
@@ -36,9 +41,27 @@ static int url_host(const char *url, char *host, size_t len, bool *plain, bool *
 		return -EINVAL;
 	memcpy(host, p, n);
 	host[n] = '\0';
-	const char *rest = p + n;
-	*has_path = *rest && strcmp(rest, "/") && strcmp(rest, "/v2") && strcmp(rest, "/v2/");
+	*path = p + n;
 	return 0;
+}
+
+/* The repository to ask a host for, given its URL's path (into *out):
+ * 0, or 1 (and a warning) when its API root cannot be reached through
+ * /v2/; -ENOMEM. */
+static int host_repo(const char *name, int line, const char *url, const char *path, bool override,
+		     const char *repo, char **out)
+{
+	size_t n = strlen(path);
+	while (n && path[n - 1] == '/')
+		n--;
+	*out = NULL;
+	if (!n || (n == 3 && !strncmp(path, "/v2", 3)))
+		return (*out = strdup(repo)) ? 0 : -ENOMEM; /* the plain /v2 root */
+	if (override && n > 4 && !strncmp(path, "/v2/", 4))
+		return asprintf(out, "%.*s/%s", (int)(n - 4), path + 4, repo) < 0 ? (*out = NULL, -ENOMEM) : 0;
+	log_warn(MLFS_AREA_FETCH, "%s:%d: host \"%s\": its API root %.*s%s is not supported (only /v2, and /v2/PREFIX "
+		 "with override_path = true), skipped", name, line, SHOW(url), (int)n, path, override ? "" : "/v2");
+	return 1;
 }
 
 static int caps_of(const char *name, const struct mlfs_toml *h, bool *pull, bool *resolve, struct mlfs_err *err)
@@ -76,20 +99,21 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 	for (size_t i = 0; r == 0 && hosts && i < hosts->n; i++) {
 		const struct mlfs_toml *h = hosts->v[i];
 		char host[512];
-		bool plain, has_path, pull, resolve, skip_verify = false;
+		bool plain, pull, resolve, skip_verify = false;
+		const char *path;
 		if (h->kind != MLFS_TOML_TABLE) {
 			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" must be a table", name, h->line, SHOW(h->key));
 			break;
 		}
-		if (url_host(h->key, host, sizeof host, &plain, &has_path) < 0) {
+		if (url_host(h->key, host, sizeof host, &plain, &path) < 0) {
 			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" is not an http(s) URL", name, h->line,
 					 SHOW(h->key));
 			break;
 		}
-		if (has_path) {
-			log_warn(MLFS_AREA_FETCH, "%s:%d: host \"%s\" has a path (override_path): not supported, skipped",
-				 name, h->line, SHOW(h->key));
-			continue;
+		const struct mlfs_toml *ov = mlfs_toml_get(h, "override_path");
+		if (ov && ov->kind != MLFS_TOML_BOOL) {
+			r = mlfs_err_set(err, EINVAL, "%s:%d: \"override_path\" must be true or false", name, ov->line);
+			break;
 		}
 		if ((r = caps_of(name, h, &pull, &resolve, err)) < 0)
 			break;
@@ -112,7 +136,17 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 		if (!pull && !resolve)
 			continue; /* push-only */
 		enum mlfs_pull_from mode = !resolve ? MLFS_PULL_DIGEST_ONLY : !pull ? MLFS_PULL_TAG_ONLY : MLFS_PULL_ALL;
-		r = mlfs_endpoints_add(out, host, ref->path, plain || skip_verify, true, mode, ca_file);
+		char *repo = NULL;
+		if ((r = host_repo(name, h->line, h->key, path, ov && ov->b, ref->path, &repo)) != 0) {
+			if (r < 0) {
+				r = mlfs_err_set(err, ENOMEM, "out of memory");
+				break;
+			}
+			r = 0;
+			continue;
+		}
+		r = mlfs_endpoints_add(out, host, repo, plain || skip_verify, true, mode, ca_file);
+		free(repo);
 		if (r == -EINVAL)
 			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" is not an http(s) URL", name, h->line,
 					 SHOW(h->key));
@@ -123,9 +157,10 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 		/* The upstream: `server`, else the registry itself. */
 		const struct mlfs_toml *s = mlfs_toml_get(root, "server");
 		char host[512];
-		bool plain = false, has_path = false;
-		if (s && (s->kind != MLFS_TOML_STRING || url_host(s->str, host, sizeof host, &plain, &has_path) < 0 ||
-			  has_path))
+		bool plain = false;
+		const char *path = "";
+		if (s && (s->kind != MLFS_TOML_STRING || url_host(s->str, host, sizeof host, &plain, &path) < 0 ||
+			  (*path && strcmp(path, "/") && strcmp(path, "/v2") && strcmp(path, "/v2/"))))
 			r = mlfs_err_set(err, EINVAL, "%s:%d: \"server\" must be an http(s) URL without a path", name,
 					 s->line);
 		else if ((r = mlfs_endpoints_add(out, s ? host : ref->domain, ref->path, plain, false, MLFS_PULL_ALL,

@@ -46,6 +46,9 @@ def fleet(request, demo, tmp_path_factory):
     copy_image(demo.registry, "demo:latest", upstream, REPO + ":latest", dest_creds="%s:%s" % (USER, PASSWORD))
     # What a Docker Hub mirror would hold (docker.io/library/demo), for daemon.json.
     copy_image(demo.registry, "demo:latest", upstream, "library/demo:latest", dest_creds="%s:%s" % (USER, PASSWORD))
+    # ... and a Harbor proxy-cache project "hub-proxy" would (hosts.toml override_path).
+    copy_image(demo.registry, "demo:latest", upstream, "hub-proxy/library/demo:latest",
+               dest_creds="%s:%s" % (USER, PASSWORD))
     mirror = PrivateRegistry(str(base / "mirror"), extra_config=[
         "proxy:",
         "  remoteurl: http://%s" % upstream.host,
@@ -313,13 +316,14 @@ def test_seekable_chunk_tampered_on_the_mirror(mounter, mlfs_env, seekable, seek
     assert mirror.blob_gets(lower.digest) > 0, "the mirror was not used"
 
 
-@pytest.mark.parametrize("how", ["daemon.json", "hosts.toml"])
+@pytest.mark.parametrize("how", ["daemon.json", "hosts.toml", "override_path"])
 def test_docker_hub_mirror(mlfs, fleet, tmp_path, how):
     """docker.io references through a Docker Hub mirror (this machine has no
     route to Docker Hub: the mirror must answer everything), from Docker's
-    daemon.json or containerd's certs.d/docker.io/hosts.toml.  The mirror
-    wants credentials of its own: those for its host are used, Docker Hub's
-    never leave for it."""
+    daemon.json or containerd's certs.d/docker.io/hosts.toml; with
+    override_path, a Harbor-style proxy project whose API root is
+    /v2/hub-proxy.  The mirror wants credentials of its own: those for its
+    host are used, Docker Hub's never leave for it."""
     root = tmp_path / "root"
     if how == "daemon.json":
         (root / "etc" / "docker").mkdir(parents=True)
@@ -328,8 +332,11 @@ def test_docker_hub_mirror(mlfs, fleet, tmp_path, how):
     else:
         d = root / "etc" / "containerd" / "certs.d" / "docker.io"
         d.mkdir(parents=True)
+        where = fleet.upstream.host + ("/v2/hub-proxy" if how == "override_path" else "")
         (d / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n\n[host."http://%s"]\n'
-                                      '  capabilities = ["pull", "resolve"]\n' % fleet.upstream.host)
+                                      '  capabilities = ["pull", "resolve"]\n%s'
+                                      % (where, "  override_path = true\n" if how == "override_path" else ""))
+    before = len(fleet.upstream.requests())
     auth = tmp_path / "auth.json"
     b64 = lambda s: base64.b64encode(s.encode()).decode()
     auth.write_text(json.dumps({"auths": {
@@ -345,6 +352,9 @@ def test_docker_hub_mirror(mlfs, fleet, tmp_path, how):
     assert "trying upstream registry-1.docker.io" not in r.stderr, "Docker Hub was asked: " + r.stderr
     users = {q["user"] for q in fleet.issuer.requests}
     assert USER in users and "hubuser" not in users, users
+    if how == "override_path":
+        paths = [p for m, p, st in fleet.upstream.requests()[before:] if "/manifests/" in p]
+        assert paths and all(p.startswith("/v2/hub-proxy/library/demo/manifests/") for p in paths), paths
 
 
 def test_mount_with_registries_conf_option(mounter, fleet, front, tmp_path, want_tree):

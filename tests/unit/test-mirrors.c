@@ -307,11 +307,15 @@ static void test_hosts_and_daemon(void)
 	    "[host.\"https://pull-only.example\"]\n  capabilities = [\"pull\"]\n  ca = [\"/etc/ca.pem\"]\n"
 	    "[host.\"https://push-only.example\"]\n  capabilities = [\"push\"]\n"
 	    "[host.\"https://path.example/v2/proxy\"]\n"
+	    "[host.\"https://harbor.example/v2/hub-proxy/\"]\n  override_path = true\n"
+	    "[host.\"https://root.example/v2\"]\n  override_path = true\n"
+	    "[host.\"https://custom.example/api\"]\n  override_path = true\n"
 	    "[host.\"https://noverify.example\"]\n  skip_verify = true\n");
 	expect("127.0.0.1:5000/demo:1", NULL,
-	       "mirror 127.0.0.1:5001/demo i; mirror pull-only.example/demo d; mirror noverify.example/demo i; "
-	       "upstream 127.0.0.1:5000/demo i",
-	       "hosts.toml: hosts in order (pull only: digests; push only and paths skipped), then server");
+	       "mirror 127.0.0.1:5001/demo i; mirror pull-only.example/demo d; mirror harbor.example/hub-proxy/demo; "
+	       "mirror root.example/demo; mirror noverify.example/demo i; upstream 127.0.0.1:5000/demo i",
+	       "hosts.toml: hosts in order (pull only: digests; push only skipped; override_path under /v2 as a "
+	       "repository prefix, other API roots skipped), then server");
 	put("etc/containerd/certs.d/docker.io/hosts.toml", "[host.\"https://hub-mirror.example\"]\n");
 	expect("alpine", NULL, "mirror hub-mirror.example/library/alpine; upstream registry-1.docker.io/library/alpine",
 	       "hosts.toml without server: the registry itself");
@@ -330,8 +334,9 @@ static void test_hosts_and_daemon(void)
 	expect("alpine", NULL, "mirror rc-mirror.example/library/alpine; upstream registry-1.docker.io/library/alpine",
 	       "registries.conf before hosts.toml and daemon.json");
 	expect("127.0.0.1:5000/demo", NULL,
-	       "mirror 127.0.0.1:5001/demo i; mirror pull-only.example/demo d; mirror noverify.example/demo i; "
-	       "upstream 127.0.0.1:5000/demo i", "... when it has an entry for the registry");
+	       "mirror 127.0.0.1:5001/demo i; mirror pull-only.example/demo d; mirror harbor.example/hub-proxy/demo; "
+	       "mirror root.example/demo; mirror noverify.example/demo i; upstream 127.0.0.1:5000/demo i",
+	       "... when it has an entry for the registry");
 	drop("etc/containers/registries.conf");
 
 	put("etc/docker/daemon.json", "{\"registry-mirrors\": [\"ftp://x\"]}");
