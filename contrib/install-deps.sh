@@ -14,7 +14,7 @@ packages=(
   docker-registry umoci skopeo busybox-static qemu-user-static
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
   python3 python3-pytest python3-jwt python3-cryptography
-  debhelper dpkg-dev               # test_deb: the .deb of contrib/debian
+  debhelper dpkg-dev lintian       # test_deb: the .deb of contrib/debian, and lintian's check of it
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
   strace gdb binutils              # crash tests: a kill at an exact syscall or function
   gcc-i686-linux-gnu libc6-dev-i386-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
