@@ -13,6 +13,7 @@ packages=(
   # tests and demo: a real registry, real image tools, real foreign binaries
   docker-registry umoci skopeo busybox-static qemu-user-static
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
+  golang-go golang-github-containers-image-dev   # tests/reference/cimage-verify: containers/image's sigstore check
   python3 python3-pytest python3-jwt python3-cryptography
   debhelper dpkg-dev               # test_deb: the .deb of contrib/debian
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
