@@ -15,6 +15,7 @@ packages=(
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
   golang-go golang-github-containers-image-dev   # tests/reference/cimage-verify: containers/image's sigstore check
   python3 python3-pytest python3-jwt python3-cryptography
+  python3-nacl                     # test_sigstore: a key in cosign's encrypted format (NaCl secretbox)
   debhelper dpkg-dev               # test_deb: the .deb of contrib/debian
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
   strace gdb binutils              # crash tests: a kill at an exact syscall or function

@@ -47,3 +47,14 @@ def verdicts(binary, policy, regd, ref):
         raise RuntimeError("the reference gave no verdict (%d): %s" % (r.returncode, v.stderr))
     assert (v.rc == 0) == all(a for a, _, _ in v.values()), (v.rc, dict(v))
     return v
+
+
+def sign(binary, key, passphrase_file, regd, src, dst):
+    """`skopeo copy --all --sign-by-sigstore-private-key KEY` by
+    containers/image itself: every platform's manifest and the list signed
+    into the registry (regd must say use-sigstore-attachments: true)."""
+    r = subprocess.run([binary, "sign", "--sigstore-private-key", key, "--passphrase-file", passphrase_file,
+                        "--registries.d", regd, "--tls-verify=false", "docker://" + src, "docker://" + dst],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError("containers/image did not sign %s (%d): %s" % (dst, r.returncode, r.stderr.strip()))

@@ -39,6 +39,12 @@ tag; the simple-signing media type) and what containers/image reads
             image signature"}, "optional": null}, and the base64 DER signature in
             the annotation dev.cosignproject.cosign/signature
 
+One image (cimage-signed) is signed the way `skopeo copy --all
+--sign-by-sigstore-private-key` signs, by containers/image itself
+(cimage_verify.sign; Debian's skopeo has that stubbed out too), with the
+key in cosign's encrypted private-key format written here (python3-nacl
+and hashlib.scrypt, as go-tuf's encrypted package reads it).
+
 cosign signs the repository name without a tag, so policies use
 signedIdentity matchRepository (the default matchRepoDigestOrExact
 refuses a tag-less identity for a tagged image: one case checks that,
@@ -53,6 +59,7 @@ import os
 import shutil
 import subprocess
 
+import nacl.secret
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -104,6 +111,27 @@ def sign(key, payload):
     return base64.b64encode(sig).decode()
 
 
+def write_cosign_private_key(key, path, passphrase):
+    """cosign's encrypted private key (what `cosign generate-key-pair`
+    writes, read by go-tuf's encrypted package): the key's PKCS#8 DER
+    sealed by NaCl secretbox (python3-nacl) under scrypt(N=32768, r=8,
+    p=1) of the passphrase, as JSON with base64 fields in a PEM block."""
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    salt, nonce = os.urandom(32), os.urandom(24)
+    box_key = hashlib.scrypt(passphrase, salt=salt, n=32768, r=8, p=1, maxmem=64 << 20, dklen=32)
+    sealed = nacl.secret.SecretBox(box_key).encrypt(der, nonce).ciphertext
+    b64 = lambda b: base64.b64encode(b).decode()
+    doc = json.dumps({"kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}, "salt": b64(salt)},
+                      "cipher": {"name": "nacl/secretbox", "nonce": b64(nonce)}, "ciphertext": b64(sealed)})
+    body = base64.b64encode(doc.encode()).decode()
+    with open(path, "w") as f:
+        f.write("-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n")
+        f.write("".join(body[i:i + 64] + "\n" for i in range(0, len(body), 64)))
+        f.write("-----END ENCRYPTED COSIGN PRIVATE KEY-----\n")
+    return path
+
+
 def write_public_key(key, path, pkcs1=False):
     """cosign.pub's form (PEM "PUBLIC KEY"); pkcs1: an RSA key as "RSA PUBLIC KEY"."""
     with open(path, "wb") as f:
@@ -123,7 +151,7 @@ class Cosigned:
 
 
 @pytest.fixture(scope="module")
-def cosigned(demo, tmp_path_factory):
+def cosigned(demo, cimage_verify_bin, tmp_path_factory):
     d = str(tmp_path_factory.mktemp("cosign"))
     c = Cosigned()
     c.host, c.client = demo.host, demo.client
@@ -184,6 +212,27 @@ def cosigned(demo, tmp_path_factory):
     image("cosign-keytypes", signed_by("cosign-keytypes", k1_key, ed_key, rsa_key))
     # good signatures, in a .sig manifest of Docker's type
     image("cosign-dockersig", signed_by("cosign-dockersig", c.key), docker_types=True)
+    # Signed as `skopeo copy --all --sign-by-sigstore-private-key` signs (skopeo 1.9.3 cannot: Debian
+    # stubbed it out), by containers/image itself, with the key in cosign's encrypted form; its
+    # identity keeps the tag, unlike cosign's
+    private = write_cosign_private_key(c.key, os.path.join(d, "cosign.key"), b"mlfs test passphrase")
+    passphrase = os.path.join(d, "passphrase")
+    with open(passphrase, "w") as f:
+        f.write("mlfs test passphrase\n")
+    wrong = os.path.join(d, "wrong-passphrase")
+    with open(wrong, "w") as f:
+        f.write("another passphrase\n")
+    with pytest.raises(RuntimeError, match="decryption failed"):
+        cimage_verify.sign(cimage_verify_bin, private, wrong, c.regd, name("demo:latest"), name("cimage-signed:x"))
+    cimage_verify.sign(cimage_verify_bin, private, passphrase, c.regd, name("demo:latest"),
+                       name("cimage-signed:latest"))
+    for digest in digests_of(demo.client, "cimage-signed"):
+        body, _, _ = demo.client.get_manifest("cimage-signed", digest.replace(":", "-") + ".sig")
+        layers = json.loads(body)["layers"]
+        assert len(layers) == 1 and layers[0]["mediaType"] == SIMPLESIGNING, (digest, body)
+        payload = json.loads(demo.client.get_blob("cimage-signed", layers[0]["digest"]))
+        assert payload["critical"]["identity"]["docker-reference"] == name("cimage-signed:latest"), payload
+        assert payload["critical"]["image"]["docker-manifest-digest"] == digest, payload
     # only the index signed
     copy_image(reg, "demo:latest", reg, "cosign-indexonly:latest")
     top = digests_of(demo.client, "cosign-indexonly")[0]
@@ -310,6 +359,11 @@ CASES = [
     # Go's crypto/x509 (so containers/image) reads P-224, P-256, P-384 and P-521 keys only
     case("unsupported-curve", "cosign-keytypes", False, "secp256k1", "parsing public key", skopeo=3,
          key="secp256k1"),
+    case("signed-by-containers-image", "cimage-signed", True),
+    case("signed-by-containers-image-default-identity", "cimage-signed", True,
+         identity={"type": "matchRepoDigestOrExact"}),
+    case("signed-by-containers-image-other-key", "cimage-signed", False, "does not verify with the policy's key",
+         BAD_SIGNATURE, key="rsa"),
     case("second-key-in-key-file", "cosigned", False, "does not verify with the policy's key", BAD_SIGNATURE,
          key="two-keys"),
     case("docker-typed-sig-manifest", "cosign-dockersig", False, "not an OCI image manifest",

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds cimage-verify into OUT (a directory; reused between runs) against
 # Debian's containers/image (golang-github-containers-image-dev) with the
-# two sigstore functions Debian stubs out put back (README.md).  Offline:
+# three sigstore functions Debian stubs out put back (README.md).  Offline:
 # GOPATH mode over /usr/share/gocode, no module proxy.
 #
 #   build.sh OUT       -> OUT/cimage-verify   (Go's cache: $GOCACHE, else OUT/gocache)
@@ -37,9 +37,18 @@ cut_stub() {
 }
 cut_stub "$tree/signature/policy_eval_sigstore.go" 'func (pr *prSigstoreSigned) isSignatureAccepted('
 cut_stub "$tree/signature/internal/sigstore_payload.go" 'func VerifySigstorePayload('
+# sign.go is nothing but the stub (and its imports): replaced whole.
+sign=$tree/signature/sigstore/sign.go
+if ! grep -q 'Debian-local change: sigstore disabled' "$sign" ||
+	[ "$(grep -c '^func ' "$sign")" != 1 ]; then
+	echo "build.sh: $sign is not Debian's one-function sigstore stub (any more?): look again" >&2
+	exit 1
+fi
+printf 'package sigstore\n\n// Debian'"'"'s stub removed by mlfs'"'"'s build.sh: see sign_reinstated.go.\n' >"$sign"
 cp "$here/overlay/signature/sigstore_accept_reinstated.go" "$tree/signature/"
 cp "$here/overlay/signature/internal/sigstore_verify_reinstated.go" "$tree/signature/internal/"
-cp "$here/main.go" "$gopath/src/cimage-verify/"
+cp "$here/overlay/signature/sigstore/sign_reinstated.go" "$tree/signature/sigstore/"
+cp "$here/main.go" "$here/sign.go" "$gopath/src/cimage-verify/"
 # Go's minimal module compatibility reads ".../image/v5/..." as
 # ".../image/..." only for an importer under a go.mod: this one's.
 printf 'module cimage-verify\n' >"$gopath/src/cimage-verify/go.mod"

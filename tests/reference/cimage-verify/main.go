@@ -18,7 +18,8 @@
 // print "error: ..." and no verdict).
 //
 // It is built against Debian's containers/image with its sigstore
-// verification reinstated (see README.md and build.sh).
+// verification reinstated (see README.md and build.sh).  `cimage-verify
+// sign` (sign.go) signs as skopeo copy --sign-by-sigstore-private-key.
 package main
 
 import (
@@ -145,6 +146,13 @@ func run(policyPath, registriesD string, tlsVerify bool, name string) (bool, err
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sign" {
+		if err := signMain(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "error: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	policy := flag.String("policy", "", "the containers-policy.json(5) to enforce")
 	registriesD := flag.String("registries.d", "", "the registries.d(5) directory")
 	tlsVerify := flag.Bool("src-tls-verify", true, "require HTTPS and verify certificates (as skopeo's)")
