@@ -128,6 +128,8 @@ static void test_identity(void)
 		{ &default_, img_tag, "example.com/up/other:1", false, "default: another repository" },
 		{ &default_, img_digest, "example.com/up/app:7", true, "default, by digest: the repository is enough" },
 		{ &default_, img_digest, "example.com/up/other:7", false, "default, by digest: another repository" },
+		{ &default_, img_digest, "example.com/up/app", false, "default, by digest: a name only is still not an image" },
+		{ &remap_host, "mirror.local/up/app@" D1, "example.com/up/app", false, "remapIdentity, by digest: nor here" },
 		{ &default_, "docker.io/library/busybox:latest", "busybox:latest", true, "normalised: busybox" },
 		{ &default_, "docker.io/library/busybox:latest", "busybox", false, "busybox without a tag" },
 		{ &default_, img_tag, "not a reference!", false, "garbage refused" },
