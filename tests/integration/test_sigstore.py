@@ -323,13 +323,14 @@ def mlfs_platforms(mlfs, policy, regd, ref, platforms):
 
 
 def case(name, repo, accepted, says=None, reference_says=None, skopeo=1, key="pub", identity=None, inline=False,
-         attachments=True, requirement=None):
+         attachments=True, requirement=None, by_digest=False):
     """One policy x image: what mlfs and the reference (containers/image,
     every platform) must answer, and what skopeo must do: find `skopeo`
     signatures (an int: it verifies none), or, where it decides without
     verifying one (a str: what its refusal says; True: accepted), answer so."""
     return dict(name=name, repo=repo, accepted=accepted, says=says, reference_says=reference_says, skopeo=skopeo,
-                key=key, identity=identity, inline=inline, attachments=attachments, requirement=requirement)
+                key=key, identity=identity, inline=inline, attachments=attachments, requirement=requirement,
+                by_digest=by_digest)
 
 
 NO_SIGNATURE = "A signature was required, but no signature exists"
@@ -349,6 +350,10 @@ CASES = [
     case("second-signature-good", "cosign-second", True, skopeo=2),
     case("default-identity-tagless", "cosigned", False, "signedIdentity does not accept",
          "Signature for identity %s/cosigned is not accepted", identity={"type": "matchRepoDigestOrExact"}),
+    # by digest, the default accepts any tag or digest of the repository, but never a tag-less identity
+    case("default-identity-by-digest-tagless", "cosigned", False, "signedIdentity does not accept",
+         "Signature for identity %s/cosigned is not accepted", identity={"type": "matchRepoDigestOrExact"},
+         by_digest=True),
     case("reject", "cosigned", False, '": reject)', "is rejected by policy", skopeo="is rejected by policy",
          requirement={"type": "reject"}),
     case("insecure-accept-anything", "unsigned-cosign", True, skopeo=True,
@@ -362,6 +367,8 @@ CASES = [
     case("signed-by-containers-image", "cimage-signed", True),
     case("signed-by-containers-image-default-identity", "cimage-signed", True,
          identity={"type": "matchRepoDigestOrExact"}),
+    case("signed-by-containers-image-by-digest", "cimage-signed", True, identity={"type": "matchRepoDigestOrExact"},
+         by_digest=True),
     case("signed-by-containers-image-other-key", "cimage-signed", False, "does not verify with the policy's key",
          BAD_SIGNATURE, key="rsa"),
     case("second-key-in-key-file", "cosigned", False, "does not verify with the policy's key", BAD_SIGNATURE,
@@ -375,6 +382,8 @@ CASES = [
 @pytest.mark.parametrize("c", CASES, ids=[c["name"] for c in CASES])
 def test_sigstore(mlfs, mounter, cosigned, cimage_verify_bin, tmp_path, c):
     ref = "%s/%s:latest" % (cosigned.host, c["repo"])
+    if c["by_digest"]:
+        ref = "%s/%s@%s" % (cosigned.host, c["repo"], digests_of(cosigned.client, c["repo"])[0])
     regd = cosigned.regd if c["attachments"] else cosigned.no_attach
     req = c["requirement"] or sigstore_req(cosigned.keys[c["key"]], c["identity"], c["inline"])
     policy = write_policy(str(tmp_path), c["name"], {cosigned.host: [req]})
