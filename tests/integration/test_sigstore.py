@@ -71,6 +71,7 @@ from registry import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_MANIFEST, copy
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
+DSSE = "application/vnd.dsse.envelope.v1+json"   # cosign attest's attachments
 
 
 def cosign_payload(reference, digest):
@@ -233,11 +234,21 @@ def cosigned(demo, cimage_verify_bin, tmp_path_factory):
         payload = json.loads(demo.client.get_blob("cimage-signed", layers[0]["digest"]))
         assert payload["critical"]["identity"]["docker-reference"] == name("cimage-signed:latest"), payload
         assert payload["critical"]["image"]["docker-manifest-digest"] == digest, payload
-    # only the index signed
+    # an attestation (another kind of attachment, skipped) before a good signature, and alone
+    attestation = json.dumps({"payloadType": "application/vnd.in-toto+json", "payload": "", "signatures": []}).encode()
+    image("cosign-attestation", lambda dg: [(attestation, sign(c.key, attestation), DSSE)] +
+          signed_by("cosign-attestation", c.key)(dg))
+    image("cosign-attestation-only", lambda dg: [(attestation, sign(c.key, attestation), DSSE)])
+    # only the index signed; and the index signed, each platform by another key
     copy_image(reg, "demo:latest", reg, "cosign-indexonly:latest")
     top = digests_of(demo.client, "cosign-indexonly")[0]
     p = cosign_payload(name("cosign-indexonly"), top)
     attach(demo.client, "cosign-indexonly", top, [(p, sign(c.key, p), SIMPLESIGNING)])
+    copy_image(reg, "demo:latest", reg, "cosign-indexgood:latest")
+    good_top, *instances = digests_of(demo.client, "cosign-indexgood")
+    for digest in [good_top] + instances:
+        attach(demo.client, "cosign-indexgood", digest,
+               signed_by("cosign-indexgood", c.key if digest == good_top else other)(digest))
     # per platform: the first signed by another key, the second not at all, the others (not the index) well
     copy_image(reg, "demo:latest", reg, "cosign-perplatform:latest")
     body, _, _ = demo.client.get_manifest("cosign-perplatform", "latest")
@@ -364,6 +375,9 @@ CASES = [
     # Go's crypto/x509 (so containers/image) reads P-224, P-256, P-384 and P-521 keys only
     case("unsupported-curve", "cosign-keytypes", False, "secp256k1", "parsing public key", skopeo=3,
          key="secp256k1"),
+    case("attestation-then-signature", "cosign-attestation", True),
+    case("attestation-only", "cosign-attestation-only", False, "not a cosign simple-signing payload",
+         "no signature exists (0 non-sigstore signatures, 1 sigstore non-signature attachments)", skopeo=0),
     case("signed-by-containers-image", "cimage-signed", True),
     case("signed-by-containers-image-default-identity", "cimage-signed", True,
          identity={"type": "matchRepoDigestOrExact"}),
@@ -441,18 +455,22 @@ def test_each_platform(mlfs, mounter, cosigned, cimage_verify_bin, tmp_path):
             m.unmount()
 
 
-def test_index_signature_accepted(mlfs, cosigned, cimage_verify_bin, tmp_path):
-    """Only the index is signed: mlfs accepts it (the index names the
+@pytest.mark.parametrize("repo,platforms_say", [("cosign-indexonly", NO_SIGNATURE),
+                                                 ("cosign-indexgood", BAD_SIGNATURE)])
+def test_index_signature_accepted(mlfs, cosigned, cimage_verify_bin, tmp_path, repo, platforms_say):
+    """The index is signed, each platform's manifest not (or by another
+    key): mlfs accepts the index's signature (the index names the
     platform's manifest by digest; cosign signs whatever digest it is
     given, an index is common); containers/image checks the platform's
     manifest alone and refuses.  The one place mlfs deliberately differs
     from it: written down here, platform by platform."""
-    ref = "%s/cosign-indexonly:latest" % cosigned.host
+    ref = "%s/%s:latest" % (cosigned.host, repo)
     policy = write_policy(str(tmp_path), "p", {cosigned.host: [sigstore_req(cosigned.pub)]})
-    top = digests_of(cosigned.client, "cosign-indexonly")[0]
+    top = digests_of(cosigned.client, repo)[0]
     ref_v = cimage_verify.verdicts(cimage_verify_bin, policy, cosigned.regd, ref)
+    assert sorted(ref_v) == sorted(cosigned.platforms), ref_v
     for plat, (accepted, _, reason) in ref_v.items():
-        assert not accepted and NO_SIGNATURE in reason, (plat, reason)
+        assert not accepted and platforms_say in reason, (plat, reason)
     per_platform = mlfs_platforms(mlfs, policy, cosigned.regd, ref, cosigned.platforms)
     for plat, (accepted, signed_by) in per_platform.items():
         assert accepted and "(manifest %s)" % top in signed_by, (plat, signed_by)
