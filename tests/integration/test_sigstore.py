@@ -94,9 +94,9 @@ def attach(client, repo, digest, signatures, docker_types=False):
                          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]},
                          "config": {}}, separators=(",", ":")).encode()
     mt = MT_DOCKER_MANIFEST if docker_types else MT_OCI_MANIFEST
+    config_mt = MT_DOCKER_CONFIG if docker_types else "application/vnd.oci.image.config.v1+json"
     manifest = {"schemaVersion": 2, "mediaType": mt,
-                "config": {"mediaType": MT_DOCKER_CONFIG if docker_types else "application/vnd.oci.image.config.v1+json",
-                           "size": len(config), "digest": client.push_blob(repo, config)},
+                "config": {"mediaType": config_mt, "size": len(config), "digest": client.push_blob(repo, config)},
                 "layers": layers}
     client.put_manifest(repo, digest.replace(":", "-") + ".sig", manifest, mt)
 
@@ -220,11 +220,12 @@ def cosigned(demo, cimage_verify_bin, tmp_path_factory):
     passphrase = os.path.join(d, "passphrase")
     with open(passphrase, "w") as f:
         f.write("mlfs test passphrase\n")
-    wrong = os.path.join(d, "wrong-passphrase")
-    with open(wrong, "w") as f:
+    wrong_passphrase = os.path.join(d, "wrong-passphrase")
+    with open(wrong_passphrase, "w") as f:
         f.write("another passphrase\n")
     with pytest.raises(RuntimeError, match="decryption failed"):
-        cimage_verify.sign(cimage_verify_bin, private, wrong, c.regd, name("demo:latest"), name("cimage-signed:x"))
+        cimage_verify.sign(cimage_verify_bin, private, wrong_passphrase, c.regd, name("demo:latest"),
+                           name("cimage-signed:x"))
     cimage_verify.sign(cimage_verify_bin, private, passphrase, c.regd, name("demo:latest"),
                        name("cimage-signed:latest"))
     for digest in digests_of(demo.client, "cimage-signed"):
