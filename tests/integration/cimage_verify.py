@@ -5,7 +5,7 @@ tests/reference/cimage-verify/README.md says why and how), as `skopeo copy
 
 The Go build cache is kept in MLFS_GOCACHE (default
 /var/cache/mlfs-test-gocache, as the .debs in MLFS_DEB_CACHE), so only the
-first run on a machine pays the whole build (~40 s on 2 cores).
+first run on a machine pays the whole build (~45 s on 2 cores).
 """
 
 import os
