@@ -13,7 +13,9 @@ packages=(
   # tests and demo: a real registry, real image tools, real foreign binaries
   docker-registry umoci skopeo busybox-static qemu-user-static
   stargz-snapshotter containerd   # ctr-remote: eStargz and zstd:chunked test images
+  golang-go golang-github-containers-image-dev   # tests/reference/cimage-verify: containers/image's sigstore check
   python3 python3-pytest python3-jwt python3-cryptography
+  python3-nacl                     # test_sigstore: a key in cosign's encrypted format (NaCl secretbox)
   debhelper dpkg-dev lintian       # test_deb: the .deb of contrib/debian, and lintian's check of it
   apache2-utils curl openssl libarchive-tools zstd jq util-linux
   strace gdb binutils              # crash tests: a kill at an exact syscall or function

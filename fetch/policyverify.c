@@ -430,7 +430,13 @@ static int sigstore_signed(struct verify *v, const char *name, const struct mlfs
 		}
 		struct mlfs_sig_layer *layers = NULL;
 		size_t n = 0;
-		g_r = mlfs_sig_manifest_parse(f.body, f.len, &layers, &n, why, sizeof why);
+		/* containers/image reads only an OCI one (cosign's default; its
+		 * COSIGN_DOCKER_MEDIA_TYPES=1 writes Docker's), and refuses others. */
+		if (f.media == MLFS_MEDIA_OCI_MANIFEST)
+			g_r = mlfs_sig_manifest_parse(f.body, f.len, &layers, &n, why, sizeof why);
+		else
+			g_r = mlfs_why_set(why, sizeof why, "the .sig manifest is %s, not an OCI image manifest",
+					   *mlfs_media_string(f.media) ? mlfs_media_string(f.media) : "of an unknown type");
 		mlfs_fetched_clear(&f);
 		if (g_r < 0) {
 			found++;

@@ -3,7 +3,8 @@
  * containers/image reads them with use-sigstore-attachments:
  *
  *   tag  sha256-<hex of the signed manifest's digest>.sig, in the image's repository
- *   an OCI (or Docker) image manifest whose layers are the signatures:
+ *   an OCI image manifest (containers/image refuses any other type, and so
+ *   does policyverify.c) whose layers are the signatures:
  *     { "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
  *       "digest": "sha256:...", "size": N,         the payload blob (sigpayload.c)
  *       "annotations": { "dev.cosignproject.cosign/signature": BASE64,

@@ -3,7 +3,8 @@
  *
  *   matchExact              the signed reference is the image's, tag or digest and all
  *   matchRepoDigestOrExact  the image named by digest: the same repository is
- *                           enough (the digest is checked anyway); by tag: exact
+ *                           enough (the digest is checked anyway), but with a
+ *                           tag or digest; by tag: exact
  *   matchRepository         the same repository, whatever the tag
  *   exactReference R        the signed reference is R (both with a tag or digest)
  *   exactRepository R       the signed reference is in repository R
@@ -62,6 +63,10 @@ static int named_parse(const char *s, struct named *out)
 
 static bool repo_digest_or_exact(const struct named *image, const struct named *sig)
 {
+	/* Whatever the image: containers/image tests this first (cosign's
+	 * tag-less identities need matchRepository, even by digest). */
+	if (sig->name_only)
+		return false;
 	if (image->has_digest)
 		return !strcmp(image->name, sig->name);
 	if (!image->name_only)

@@ -6,13 +6,20 @@
  * ECDSA (ASN.1 DER signature) or RSA PKCS#1 v1.5 over their SHA-256, or
  * Ed25519 over the bytes themselves; the signature travels base64 in the
  * layer's annotation.  EVP_DigestVerify does each.  The keys come from
- * the policy as PEM "PUBLIC KEY" blocks (cosign.pub).  A signature is
- * good when any of them verifies it. */
+ * the policy, one per keyPath, keyPaths entry, keyData or keyDatas entry,
+ * read as containers/image reads one (sigstore's cryptoutils.
+ * UnmarshalPEMToPublicKey, then Go's crypto/x509): the text's first PEM
+ * block only — a second key in a cosign.pub is not a key of the policy —,
+ * a "PUBLIC KEY" (cosign.pub) or a PKCS#1 "RSA PUBLIC KEY", and of the
+ * kinds Go reads: RSA, Ed25519, or ECDSA on P-224, P-256, P-384 or P-521
+ * (a key on another curve, secp256k1 say, verifies nothing there, so
+ * here neither).  A signature is good when any of the keys verifies it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -50,22 +57,67 @@ static void key_name(EVP_PKEY *key, char *out, size_t len)
 	snprintf(out, len, "%.23s", digest);
 }
 
-/* Every PUBLIC KEY block of a PEM text. */
+/* Whether containers/image could use the key; why not in why. */
+static bool usable(EVP_PKEY *key, char *why, size_t len)
+{
+	static const char *const curves[] = { "secp224r1", "prime256v1", "secp384r1", "secp521r1", NULL };
+	int id = EVP_PKEY_base_id(key);
+	if (id == EVP_PKEY_RSA || id == EVP_PKEY_ED25519)
+		return true;
+	if (id != EVP_PKEY_EC) {
+		snprintf(why, len, "is not an ECDSA, RSA or Ed25519 key");
+		return false;
+	}
+	char group[64] = "";
+	size_t n = 0;
+	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &n) == 1)
+		for (const char *const *c = curves; *c; c++)
+			if (!strcmp(group, *c))
+				return true;
+	snprintf(why, len, "is an ECDSA key on %s (containers/image reads P-224, P-256, P-384 and P-521 keys)",
+		 *group ? group : "a curve without a name");
+	return false;
+}
+
+/* The first PEM block of a key text: one key. */
 static int add_pem(struct mlfs_sigstore_keys *k, const void *buf, size_t len, const char *what, struct mlfs_err *err)
 {
+	if (k->n == KEYS_MAX)
+		return mlfs_err_set(err, E2BIG, "more than %d keys", KEYS_MAX);
 	BIO *bio = BIO_new_mem_buf(buf, (int)len);
 	if (!bio)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	size_t before = k->n;
-	EVP_PKEY *key;
-	while (k->n < KEYS_MAX && (key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL))) {
-		key_name(key, k->names[k->n], sizeof k->names[k->n]);
-		k->keys[k->n++] = key;
+	char *name = NULL, *header = NULL, why[200] = "";
+	unsigned char *der = NULL;
+	long der_len = 0;
+	EVP_PKEY *key = NULL;
+	if (PEM_read_bio(bio, &name, &header, &der, &der_len) == 1) {
+		const unsigned char *p = der;
+		if (!strcmp(name, "PUBLIC KEY"))
+			key = d2i_PUBKEY(NULL, &p, der_len);
+		else if (!strcmp(name, "RSA PUBLIC KEY"))
+			key = d2i_PublicKey(EVP_PKEY_RSA, NULL, &p, der_len);
+		else
+			snprintf(why, sizeof why, "holds a PEM \"%.40s\" block first, not a public key", name);
+		/* Go's parsers refuse bytes after the key: so does this. */
+		if (!*why && (!key || p != der + der_len))
+			snprintf(why, sizeof why, "holds a PEM public key that does not parse");
+		else if (!*why)
+			usable(key, why, sizeof why);
+	} else {
+		snprintf(why, sizeof why, "holds no PEM public key");
 	}
-	ERR_clear_error(); /* the end of the text reads as an error */
+	ERR_clear_error();
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	OPENSSL_free(der);
 	BIO_free(bio);
-	if (k->n == before)
-		return mlfs_err_set(err, EINVAL, "the key %s holds no PEM public key", what);
+	if (*why) {
+		EVP_PKEY_free(key);
+		return mlfs_err_set(err, EINVAL, "the key %s %s", what, why);
+	}
+	key_name(key, k->names[k->n], sizeof k->names[k->n]);
+	k->keys[k->n++] = key;
 	return 0;
 }
 

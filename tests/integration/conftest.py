@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+import cimage_verify
 import helpers
 from helpers import MLFS_BIN, REPO_ROOT, Result, base_env, run_mlfs  # noqa: F401 (re-exported)
 from registry import (
@@ -54,6 +55,17 @@ def mlfs_bin():
     if not (os.path.isfile(MLFS_BIN) and os.access(MLFS_BIN, os.X_OK)):
         pytest.fail("mlfs binary not found at %s (build it, or set MLFS_BIN)" % MLFS_BIN)
     return MLFS_BIN
+
+
+@pytest.fixture(scope="session")
+def cimage_verify_bin(session_dir):
+    """containers/image's own policy check, sigstore included
+    (cimage_verify.py), built once per run; missing Go or Debian's
+    containers/image is a failure, not a skip."""
+    try:
+        return cimage_verify.build(os.path.join(session_dir, "cimage-verify"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture

@@ -1,17 +1,31 @@
 """Trust: sigstore (cosign) signatures attached in the registry, verified
 with public keys (sigstoreSigned keyPath / keyData).
 
-No differential here: Debian 12's skopeo 1.9.3 is built with sigstore
-verification disabled (it refuses every sigstore signature with "Debian-
-local change: sigstore disabled").  It still reads the attachments, and
-that is used: for every case, skopeo must find signatures exactly where
-this test attached them ("sigstore disabled" for each one) and none where
-there are none ("no signature exists"), which checks the layout with the
-real reader.  What each case must answer is written down.
+Differential against containers/image: Debian 12's skopeo 1.9.3 is built
+with sigstore verification disabled (it refuses every sigstore signature
+with "Debian-local change: sigstore disabled"), so the reference is
+tests/reference/cimage-verify (cimage_verify.py): Debian's containers/image
+5.23.1, the library that skopeo is built from, with the two stubbed
+functions put back, running the check `skopeo copy --all` runs, each
+platform of the image on its own.  For every policy x image case (CASES)
+the reference must give the answer written down on every platform, for
+the reason written down, and mlfs must agree: inspect, export, pull and a
+mount on the host's platform, and `inspect --platform` on each of the
+others.  skopeo is still asked: it reads the attachments, so for every case
+it must find signatures exactly where this test attached them ("sigstore
+disabled" for each one) and none where there are none ("no signature
+exists"), which checks the layout with the real reader; where it decides
+without verifying a signature (reject, insecureAcceptAnything, a .sig
+manifest of Docker's type) its answer must be the same.
+
+The one deliberate difference: mlfs also accepts a signature over the
+index (test_index_signature_accepted spells it out, platform by platform);
+containers/image checks each platform's manifest only.
 
 cosign is not in Debian 12 and skopeo 1.9.3 cannot make cosign keys, so
 the signatures are written here with Debian's python3-cryptography (ECDSA
-P-256 over SHA-256, as `cosign sign --key` does) in exactly cosign's
+P-256 over SHA-256, as `cosign sign --key` does; RSA PKCS#1 v1.5 and
+Ed25519 as sigstore's other signers, for the key types) in exactly cosign's
 layout, checked against sigstore/cosign's source (pkg/oci/static/
 signature.go: the annotation keys; pkg/oci/remote: the "sha256-<hex>.sig"
 tag; the simple-signing media type) and what containers/image reads
@@ -25,10 +39,16 @@ tag; the simple-signing media type) and what containers/image reads
             image signature"}, "optional": null}, and the base64 DER signature in
             the annotation dev.cosignproject.cosign/signature
 
+One image (cimage-signed) is signed the way `skopeo copy --all
+--sign-by-sigstore-private-key` signs, by containers/image itself
+(cimage_verify.sign; Debian's skopeo has that stubbed out too), with the
+key in cosign's encrypted private-key format written here (python3-nacl
+and hashlib.scrypt, as go-tuf's encrypted package reads it).
+
 cosign signs the repository name without a tag, so policies use
 signedIdentity matchRepository (the default matchRepoDigestOrExact
 refuses a tag-less identity for a tagged image: one case checks that,
-skopeo agrees).  Each platform's manifest and the index are signed, as
+containers/image agrees).  Each platform's manifest and the index are signed, as
 `cosign sign --recursive` does.
 """
 
@@ -39,16 +59,19 @@ import os
 import shutil
 import subprocess
 
+import nacl.secret
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+import cimage_verify
 from helpers import assert_ok
 from mounts import is_mounted
-from registry import MT_OCI_MANIFEST, copy_image, sha256_digest
+from registry import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_MANIFEST, copy_image, sha256_digest
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
+DSSE = "application/vnd.dsse.envelope.v1+json"   # cosign attest's attachments
 
 
 def cosign_payload(reference, digest):
@@ -59,8 +82,9 @@ def cosign_payload(reference, digest):
                        "optional": None}, separators=(",", ":")).encode()
 
 
-def attach(client, repo, digest, signatures):
-    """Pushes the .sig manifest of `digest`: signatures = [(payload, b64sig, media_type)]."""
+def attach(client, repo, digest, signatures, docker_types=False):
+    """Pushes the .sig manifest of `digest`: signatures = [(payload, b64sig, media_type)];
+    as a Docker v2s2 manifest with docker_types (cosign's COSIGN_DOCKER_MEDIA_TYPES=1)."""
     layers = []
     for payload, sig, media in signatures:
         layers.append({"mediaType": media, "size": len(payload), "digest": client.push_blob(repo, payload),
@@ -69,15 +93,53 @@ def attach(client, repo, digest, signatures):
                          "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
                          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]},
                          "config": {}}, separators=(",", ":")).encode()
-    manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": len(config),
-                           "digest": client.push_blob(repo, config)},
+    mt = MT_DOCKER_MANIFEST if docker_types else MT_OCI_MANIFEST
+    config_mt = MT_DOCKER_CONFIG if docker_types else "application/vnd.oci.image.config.v1+json"
+    manifest = {"schemaVersion": 2, "mediaType": mt,
+                "config": {"mediaType": config_mt, "size": len(config), "digest": client.push_blob(repo, config)},
                 "layers": layers}
-    client.put_manifest(repo, digest.replace(":", "-") + ".sig", manifest, MT_OCI_MANIFEST)
+    client.put_manifest(repo, digest.replace(":", "-") + ".sig", manifest, mt)
 
 
 def sign(key, payload):
-    return base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    """As cosign's signers: ECDSA and RSA PKCS#1 v1.5 over SHA-256, Ed25519 over the payload."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        sig = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, rsa.RSAPrivateKey):
+        sig = key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        sig = key.sign(payload)
+    return base64.b64encode(sig).decode()
+
+
+def write_cosign_private_key(key, path, passphrase):
+    """cosign's encrypted private key (what `cosign generate-key-pair`
+    writes, read by go-tuf's encrypted package): the key's PKCS#8 DER
+    sealed by NaCl secretbox (python3-nacl) under scrypt(N=32768, r=8,
+    p=1) of the passphrase, as JSON with base64 fields in a PEM block."""
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    salt, nonce = os.urandom(32), os.urandom(24)
+    box_key = hashlib.scrypt(passphrase, salt=salt, n=32768, r=8, p=1, maxmem=64 << 20, dklen=32)
+    sealed = nacl.secret.SecretBox(box_key).encrypt(der, nonce).ciphertext
+    b64 = lambda b: base64.b64encode(b).decode()
+    doc = json.dumps({"kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}, "salt": b64(salt)},
+                      "cipher": {"name": "nacl/secretbox", "nonce": b64(nonce)}, "ciphertext": b64(sealed)})
+    body = base64.b64encode(doc.encode()).decode()
+    with open(path, "w") as f:
+        f.write("-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n")
+        f.write("".join(body[i:i + 64] + "\n" for i in range(0, len(body), 64)))
+        f.write("-----END ENCRYPTED COSIGN PRIVATE KEY-----\n")
+    return path
+
+
+def write_public_key(key, path, pkcs1=False):
+    """cosign.pub's form (PEM "PUBLIC KEY"); pkcs1: an RSA key as "RSA PUBLIC KEY"."""
+    with open(path, "wb") as f:
+        f.write(key.public_key().public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.PKCS1 if pkcs1 else serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
 
 
 def digests_of(client, repo):
@@ -90,16 +152,32 @@ class Cosigned:
 
 
 @pytest.fixture(scope="module")
-def cosigned(demo, tmp_path_factory):
+def cosigned(demo, cimage_verify_bin, tmp_path_factory):
     d = str(tmp_path_factory.mktemp("cosign"))
     c = Cosigned()
     c.host, c.client = demo.host, demo.client
+    c.platforms = [p for p, _ in demo.index["platforms"]]
+    assert len(c.platforms) > 2
     c.key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    c.pub = os.path.join(d, "cosign.pub")
-    with open(c.pub, "wb") as f:
-        f.write(c.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    k1_key = ec.generate_private_key(ec.SECP256K1())
+    c.pub = write_public_key(c.key, os.path.join(d, "cosign.pub"))
+    # The public keys a policy may name (CASES' "key" column)
+    c.keys = {
+        "pub": c.pub,
+        "rsa": write_public_key(rsa_key, os.path.join(d, "rsa.pub")),
+        "rsa-pkcs1": write_public_key(rsa_key, os.path.join(d, "rsa-pkcs1.pub"), pkcs1=True),
+        "ed25519": write_public_key(ed_key, os.path.join(d, "ed25519.pub")),
+        "secp256k1": write_public_key(k1_key, os.path.join(d, "secp256k1.pub")),
+        "two-keys": os.path.join(d, "two-keys.pub"),
+    }
+    # Another key first, then the signer's: one keyPath is one key (the first PEM block)
+    with open(c.keys["two-keys"], "wb") as f:
+        for path in (write_public_key(other, os.path.join(d, "other.pub")), c.pub):
+            with open(path, "rb") as g:
+                f.write(g.read())
     c.regd = os.path.join(d, "registries.d")
     os.mkdir(c.regd)
     with open(os.path.join(c.regd, "sigstore.yaml"), "w") as f:
@@ -108,16 +186,19 @@ def cosigned(demo, tmp_path_factory):
     os.mkdir(c.no_attach)
     reg = demo.registry
 
-    def image(repo, sigs_for):
+    def image(repo, sigs_for, **kw):
         copy_image(reg, "demo:latest", reg, repo + ":latest")
         for digest in digests_of(demo.client, repo):
-            attach(demo.client, repo, digest, sigs_for(digest))
+            attach(demo.client, repo, digest, sigs_for(digest), **kw)
 
     name = lambda repo: "%s/%s" % (demo.host, repo)
-    image("cosigned", lambda dg: [(p, sign(c.key, p), SIMPLESIGNING) for p in [cosign_payload(name("cosigned"), dg)]])
+
+    def signed_by(repo, *keys):
+        return lambda dg: [(p, sign(k, p), SIMPLESIGNING) for k in keys for p in [cosign_payload(name(repo), dg)]]
+
+    image("cosigned", signed_by("cosigned", c.key))
     copy_image(reg, "demo:latest", reg, "unsigned-cosign:latest")
-    image("cosign-otherkey", lambda dg: [(p, sign(other, p), SIMPLESIGNING)
-                                         for p in [cosign_payload(name("cosign-otherkey"), dg)]])
+    image("cosign-otherkey", signed_by("cosign-otherkey", other))
     image("cosign-elsewhere", lambda dg: [(p, sign(c.key, p), SIMPLESIGNING)
                                           for p in [cosign_payload(name("somewhere-else"), dg)]])
     # the payload altered after signing (its blob is what the digest names: the registry serves it as pushed)
@@ -127,14 +208,59 @@ def cosigned(demo, tmp_path_factory):
     image("cosign-otherdigest", lambda dg: [(p, sign(c.key, p), SIMPLESIGNING)
                                             for p in [cosign_payload(name("cosign-otherdigest"), wrong)]])
     # a bad signature first, then a good one: any good one is enough
-    image("cosign-second", lambda dg: [(p, sign(other, p), SIMPLESIGNING)
-                                       for p in [cosign_payload(name("cosign-second"), dg)]] +
-          [(p, sign(c.key, p), SIMPLESIGNING) for p in [cosign_payload(name("cosign-second"), dg)]])
-    # only the index signed
+    image("cosign-second", signed_by("cosign-second", other, c.key))
+    # each key type cosign signs with, one signature of each per digest
+    image("cosign-keytypes", signed_by("cosign-keytypes", k1_key, ed_key, rsa_key))
+    # good signatures, in a .sig manifest of Docker's type
+    image("cosign-dockersig", signed_by("cosign-dockersig", c.key), docker_types=True)
+    # Signed as `skopeo copy --all --sign-by-sigstore-private-key` signs (skopeo 1.9.3 cannot: Debian
+    # stubbed it out), by containers/image itself, with the key in cosign's encrypted form; its
+    # identity keeps the tag, unlike cosign's
+    private = write_cosign_private_key(c.key, os.path.join(d, "cosign.key"), b"mlfs test passphrase")
+    passphrase = os.path.join(d, "passphrase")
+    with open(passphrase, "w") as f:
+        f.write("mlfs test passphrase\n")
+    wrong_passphrase = os.path.join(d, "wrong-passphrase")
+    with open(wrong_passphrase, "w") as f:
+        f.write("another passphrase\n")
+    with pytest.raises(RuntimeError, match="decryption failed"):
+        cimage_verify.sign(cimage_verify_bin, private, wrong_passphrase, c.regd, name("demo:latest"),
+                           name("cimage-signed:x"))
+    cimage_verify.sign(cimage_verify_bin, private, passphrase, c.regd, name("demo:latest"),
+                       name("cimage-signed:latest"))
+    for digest in digests_of(demo.client, "cimage-signed"):
+        body, _, _ = demo.client.get_manifest("cimage-signed", digest.replace(":", "-") + ".sig")
+        layers = json.loads(body)["layers"]
+        assert len(layers) == 1 and layers[0]["mediaType"] == SIMPLESIGNING, (digest, body)
+        payload = json.loads(demo.client.get_blob("cimage-signed", layers[0]["digest"]))
+        assert payload["critical"]["identity"]["docker-reference"] == name("cimage-signed:latest"), payload
+        assert payload["critical"]["image"]["docker-manifest-digest"] == digest, payload
+    # an attestation (another kind of attachment, skipped) before a good signature, and alone
+    attestation = json.dumps({"payloadType": "application/vnd.in-toto+json", "payload": "", "signatures": []}).encode()
+    image("cosign-attestation", lambda dg: [(attestation, sign(c.key, attestation), DSSE)] +
+          signed_by("cosign-attestation", c.key)(dg))
+    image("cosign-attestation-only", lambda dg: [(attestation, sign(c.key, attestation), DSSE)])
+    # only the index signed; and the index signed, each platform by another key
     copy_image(reg, "demo:latest", reg, "cosign-indexonly:latest")
     top = digests_of(demo.client, "cosign-indexonly")[0]
     p = cosign_payload(name("cosign-indexonly"), top)
     attach(demo.client, "cosign-indexonly", top, [(p, sign(c.key, p), SIMPLESIGNING)])
+    copy_image(reg, "demo:latest", reg, "cosign-indexgood:latest")
+    good_top, *instances = digests_of(demo.client, "cosign-indexgood")
+    for digest in [good_top] + instances:
+        attach(demo.client, "cosign-indexgood", digest,
+               signed_by("cosign-indexgood", c.key if digest == good_top else other)(digest))
+    # per platform: the first signed by another key, the second not at all, the others (not the index) well
+    copy_image(reg, "demo:latest", reg, "cosign-perplatform:latest")
+    body, _, _ = demo.client.get_manifest("cosign-perplatform", "latest")
+    c.perplatform = {}
+    for i, m in enumerate(json.loads(body)["manifests"]):
+        plat = "%s/%s%s" % (m["platform"]["os"], m["platform"]["architecture"],
+                            "/" + m["platform"]["variant"] if m["platform"].get("variant") else "")
+        c.perplatform[plat] = i > 1
+        if i != 1:
+            attach(demo.client, "cosign-perplatform", m["digest"],
+                   signed_by("cosign-perplatform", other if i == 0 else c.key)(m["digest"]))
     return c
 
 
@@ -156,19 +282,25 @@ def sigstore_req(pub, identity=None, inline=False):
     return req
 
 
-def skopeo_signatures(policy, regd, ref, tmp_path):
-    """How many sigstore signatures skopeo found for the platform's
-    manifest (it verifies none: see the top)."""
+def skopeo_copy(policy, regd, ref, tmp_path):
+    """skopeo copy of the host's platform with the policy: (rc, stderr)."""
     dest = os.path.join(str(tmp_path), "skopeo-oci")
     shutil.rmtree(dest, ignore_errors=True)
     r = subprocess.run(["skopeo", "--policy", policy, "--registries.d", regd, "copy", "-q", "--remove-signatures",
                         "--src-tls-verify=false", "docker://" + ref, "oci:" + dest + ":x"],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0, "Debian's skopeo accepted a sigstore signature: make this test a differential"
-    if "no signature exists" in r.stderr:
+    return r.returncode, r.stderr
+
+
+def skopeo_signatures(policy, regd, ref, tmp_path):
+    """How many sigstore signatures skopeo found for the platform's
+    manifest (it verifies none: see the top)."""
+    rc, err = skopeo_copy(policy, regd, ref, tmp_path)
+    assert rc != 0, "Debian's skopeo accepted a sigstore signature: make this test a differential"
+    if "no signature exists" in err:
         return 0
-    assert "sigstore disabled" in r.stderr, r.stderr
-    return r.stderr.count("sigstore disabled")
+    assert "sigstore disabled" in err, err
+    return err.count("sigstore disabled")
 
 
 def mlfs_answers(mlfs, mounter, tmp_path, policy, regd, ref):
@@ -193,47 +325,158 @@ def mlfs_answers(mlfs, mounter, tmp_path, policy, regd, ref):
     return answers, line
 
 
-# (case, repository, signedIdentity (None: matchRepository), inline key, registries.d attachments,
-#  signatures skopeo must find, accepted, what the refusal says)
+def mlfs_platforms(mlfs, policy, regd, ref, platforms):
+    """platform -> (accepted, signed_by or the refusal), from `mlfs inspect --platform`."""
+    res = {}
+    for plat in platforms:
+        r = mlfs("inspect", "--json", "--platform", plat, "--policy", policy, "--registries.d", regd, ref)
+        res[plat] = (r.rc == 0, json.loads(r.stdout).get("signed_by", "") if r.rc == 0 else r.stderr.strip())
+    return res
+
+
+def case(name, repo, accepted, says=None, reference_says=None, skopeo=1, key="pub", identity=None, inline=False,
+         attachments=True, requirement=None, by_digest=False):
+    """One policy x image: what mlfs and the reference (containers/image,
+    every platform) must answer, and what skopeo must do: find `skopeo`
+    signatures (an int: it verifies none), or, where it decides without
+    verifying one (a str: what its refusal says; True: accepted), answer so."""
+    return dict(name=name, repo=repo, accepted=accepted, says=says, reference_says=reference_says, skopeo=skopeo,
+                key=key, identity=identity, inline=inline, attachments=attachments, requirement=requirement,
+                by_digest=by_digest)
+
+
+NO_SIGNATURE = "A signature was required, but no signature exists"
+BAD_SIGNATURE = "cryptographic signature verification failed"
 CASES = [
-    ("signed", "cosigned", None, False, True, 1, True, None),
-    ("signed-keydata", "cosigned", None, True, True, 1, True, None),
-    ("no-attachments-configured", "cosigned", None, False, False, 0, False, "use-sigstore-attachments: true"),
-    ("unsigned", "unsigned-cosign", None, False, True, 0, False, "no signature found"),
-    ("other-key", "cosign-otherkey", None, False, True, 1, False, "does not verify with the policy's key"),
-    ("identity-mismatch", "cosign-elsewhere", None, False, True, 1, False, "signedIdentity does not accept"),
-    ("tampered-payload", "cosign-tampered", None, False, True, 1, False, "does not verify with the policy's key"),
-    ("other-digest", "cosign-otherdigest", None, False, True, 1, False, "for the manifest sha256:0000"),
-    ("second-signature-good", "cosign-second", None, False, True, 2, True, None),
-    ("default-identity-tagless", "cosigned", {"type": "matchRepoDigestOrExact"}, False, True, 1, False,
-     "signedIdentity does not accept"),
+    case("signed", "cosigned", True),
+    case("signed-keydata", "cosigned", True, inline=True),
+    case("no-attachments-configured", "cosigned", False, "use-sigstore-attachments: true", NO_SIGNATURE,
+         skopeo=0, attachments=False),
+    case("unsigned", "unsigned-cosign", False, "no signature found", NO_SIGNATURE, skopeo=0),
+    case("other-key", "cosign-otherkey", False, "does not verify with the policy's key", BAD_SIGNATURE),
+    case("identity-mismatch", "cosign-elsewhere", False, "signedIdentity does not accept",
+         "Signature for identity %s/somewhere-else is not accepted"),
+    case("tampered-payload", "cosign-tampered", False, "does not verify with the policy's key", BAD_SIGNATURE),
+    case("other-digest", "cosign-otherdigest", False, "for the manifest sha256:0000",
+         "Signature for digest sha256:%s does not match" % ("0" * 64)),
+    case("second-signature-good", "cosign-second", True, skopeo=2),
+    case("default-identity-tagless", "cosigned", False, "signedIdentity does not accept",
+         "Signature for identity %s/cosigned is not accepted", identity={"type": "matchRepoDigestOrExact"}),
+    # by digest, the default accepts any tag or digest of the repository, but never a tag-less identity
+    case("default-identity-by-digest-tagless", "cosigned", False, "signedIdentity does not accept",
+         "Signature for identity %s/cosigned is not accepted", identity={"type": "matchRepoDigestOrExact"},
+         by_digest=True),
+    case("reject", "cosigned", False, '": reject)', "is rejected by policy", skopeo="is rejected by policy",
+         requirement={"type": "reject"}),
+    case("insecure-accept-anything", "unsigned-cosign", True, skopeo=True,
+         requirement={"type": "insecureAcceptAnything"}),
+    case("rsa", "cosign-keytypes", True, skopeo=3, key="rsa"),
+    case("rsa-pkcs1-pem", "cosign-keytypes", True, skopeo=3, key="rsa-pkcs1"),
+    case("ed25519", "cosign-keytypes", True, skopeo=3, key="ed25519"),
+    # Go's crypto/x509 (so containers/image) reads P-224, P-256, P-384 and P-521 keys only
+    case("unsupported-curve", "cosign-keytypes", False, "secp256k1", "parsing public key", skopeo=3,
+         key="secp256k1"),
+    case("attestation-then-signature", "cosign-attestation", True),
+    case("attestation-only", "cosign-attestation-only", False, "not a cosign simple-signing payload",
+         "no signature exists (0 non-sigstore signatures, 1 sigstore non-signature attachments)", skopeo=0),
+    case("signed-by-containers-image", "cimage-signed", True),
+    case("signed-by-containers-image-default-identity", "cimage-signed", True,
+         identity={"type": "matchRepoDigestOrExact"}),
+    case("signed-by-containers-image-by-digest", "cimage-signed", True, identity={"type": "matchRepoDigestOrExact"},
+         by_digest=True),
+    case("signed-by-containers-image-other-key", "cimage-signed", False, "does not verify with the policy's key",
+         BAD_SIGNATURE, key="rsa"),
+    case("second-key-in-key-file", "cosigned", False, "does not verify with the policy's key", BAD_SIGNATURE,
+         key="two-keys"),
+    case("docker-typed-sig-manifest", "cosign-dockersig", False, "not an OCI image manifest",
+         "unexpected MIME type for sigstore attachment manifest",
+         skopeo="unexpected MIME type for sigstore attachment manifest"),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_sigstore(mlfs, mounter, cosigned, tmp_path, case):
-    name, repo, identity, inline, attachments, found, expected, says = case
-    ref = "%s/%s:latest" % (cosigned.host, repo)
-    regd = cosigned.regd if attachments else cosigned.no_attach
-    policy = write_policy(str(tmp_path), name, {cosigned.host: [sigstore_req(cosigned.pub, identity, inline)]})
-    assert skopeo_signatures(policy, regd, ref, tmp_path) == found, "skopeo reads the layout differently"
+@pytest.mark.parametrize("c", CASES, ids=[c["name"] for c in CASES])
+def test_sigstore(mlfs, mounter, cosigned, cimage_verify_bin, tmp_path, c):
+    ref = "%s/%s:latest" % (cosigned.host, c["repo"])
+    if c["by_digest"]:
+        ref = "%s/%s@%s" % (cosigned.host, c["repo"], digests_of(cosigned.client, c["repo"])[0])
+    regd = cosigned.regd if c["attachments"] else cosigned.no_attach
+    req = c["requirement"] or sigstore_req(cosigned.keys[c["key"]], c["identity"], c["inline"])
+    policy = write_policy(str(tmp_path), c["name"], {cosigned.host: [req]})
+    expected = c["accepted"]
+
+    # containers/image: every platform, for the reason written down
+    ref_v = cimage_verify.verdicts(cimage_verify_bin, policy, regd, ref)
+    assert sorted(ref_v) == sorted(cosigned.platforms), ref_v
+    for plat, (accepted, _, reason) in ref_v.items():
+        assert accepted == expected, (plat, reason)
+        if not expected:
+            assert c["reference_says"].replace("%s", cosigned.host) in reason, (plat, reason)
+
+    # skopeo 1.9.3 (the host's platform): the attachments it reads, or its own answer
+    if isinstance(c["skopeo"], int) and not isinstance(c["skopeo"], bool):
+        assert skopeo_signatures(policy, regd, ref, tmp_path) == c["skopeo"], "skopeo reads the layout differently"
+    else:
+        rc, err = skopeo_copy(policy, regd, ref, tmp_path)
+        assert (rc == 0) == (c["skopeo"] is True), err
+        assert c["skopeo"] is True or c["skopeo"] in err, err
+
+    # mlfs: every command on the host's platform, then each platform
     answers, line = mlfs_answers(mlfs, mounter, tmp_path, policy, regd, ref)
     assert answers == {"inspect": expected, "export": expected, "pull": expected, "mount": expected}, (answers, line)
     if not expected:
-        assert '(scope "%s": sigstoreSigned key' % cosigned.host in line and ref in line, line
-        assert says in line, line
+        describes = "reject" if c["requirement"] else "sigstoreSigned key"
+        assert '(scope "%s": %s' % (cosigned.host, describes) in line and ref in line, line
+        assert c["says"] in line, line
+    per_platform = mlfs_platforms(mlfs, policy, regd, ref, cosigned.platforms)
+    assert {p: a for p, (a, _) in per_platform.items()} == {p: a for p, (a, _, _) in ref_v.items()}, \
+        (per_platform, dict(ref_v))
 
 
-def test_index_signature_accepted(mlfs, cosigned, tmp_path):
-    """Only the index is signed: mlfs accepts it (the index names the
+def test_each_platform(mlfs, mounter, cosigned, cimage_verify_bin, tmp_path):
+    """One platform signed by another key, one not signed, the others
+    well: each platform gets its own answer, the same from mlfs and
+    containers/image (which checks each instance of a list, never the
+    list: copy/copy.go), and a mount of each follows it."""
+    ref = "%s/cosign-perplatform:latest" % cosigned.host
+    policy = write_policy(str(tmp_path), "p", {cosigned.host: [sigstore_req(cosigned.pub)]})
+    ref_v = cimage_verify.verdicts(cimage_verify_bin, policy, cosigned.regd, ref)
+    assert ref_v.rc != 0
+    assert {p: a for p, (a, _, _) in ref_v.items()} == cosigned.perplatform, dict(ref_v)
+    per_platform = mlfs_platforms(mlfs, policy, cosigned.regd, ref, cosigned.platforms)
+    assert {p: a for p, (a, _) in per_platform.items()} == cosigned.perplatform, per_platform
+    for plat, (accepted, digest, reason) in ref_v.items():
+        if accepted:
+            assert digest in per_platform[plat][1], (plat, per_platform[plat])
+        else:
+            assert (BAD_SIGNATURE if plat == cosigned.platforms[0] else NO_SIGNATURE) in reason, (plat, reason)
+    for plat in (cosigned.platforms[0], cosigned.platforms[-1]):
+        m = mounter.mount(ref, "platform=" + plat, "policy=" + policy, "registries.d=" + cosigned.regd, check=False)
+        assert m.ok == cosigned.perplatform[plat], (plat, m.stderr())
+        if m.ok:
+            m.unmount()
+
+
+@pytest.mark.parametrize("repo,platforms_say", [("cosign-indexonly", NO_SIGNATURE),
+                                                 ("cosign-indexgood", BAD_SIGNATURE)])
+def test_index_signature_accepted(mlfs, cosigned, cimage_verify_bin, tmp_path, repo, platforms_say):
+    """The index is signed, each platform's manifest not (or by another
+    key): mlfs accepts the index's signature (the index names the
     platform's manifest by digest; cosign signs whatever digest it is
     given, an index is common); containers/image checks the platform's
-    manifest alone."""
-    ref = "%s/cosign-indexonly:latest" % cosigned.host
+    manifest alone and refuses.  The one place mlfs deliberately differs
+    from it: written down here, platform by platform."""
+    ref = "%s/%s:latest" % (cosigned.host, repo)
     policy = write_policy(str(tmp_path), "p", {cosigned.host: [sigstore_req(cosigned.pub)]})
+    top = digests_of(cosigned.client, repo)[0]
+    ref_v = cimage_verify.verdicts(cimage_verify_bin, policy, cosigned.regd, ref)
+    assert sorted(ref_v) == sorted(cosigned.platforms), ref_v
+    for plat, (accepted, _, reason) in ref_v.items():
+        assert not accepted and platforms_say in reason, (plat, reason)
+    per_platform = mlfs_platforms(mlfs, policy, cosigned.regd, ref, cosigned.platforms)
+    for plat, (accepted, signed_by) in per_platform.items():
+        assert accepted and "(manifest %s)" % top in signed_by, (plat, signed_by)
     r = mlfs("inspect", "--policy", policy, "--registries.d", cosigned.regd, ref)
     assert_ok(r)
-    top = digests_of(cosigned.client, "cosign-indexonly")[0]
     assert "Signed by:  sigstore key sha256:" in r.stdout and top in r.stdout, r.stdout
 
 

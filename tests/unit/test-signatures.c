@@ -128,6 +128,8 @@ static void test_identity(void)
 		{ &default_, img_tag, "example.com/up/other:1", false, "default: another repository" },
 		{ &default_, img_digest, "example.com/up/app:7", true, "default, by digest: the repository is enough" },
 		{ &default_, img_digest, "example.com/up/other:7", false, "default, by digest: another repository" },
+		{ &default_, img_digest, "example.com/up/app", false, "default, by digest: a name only is still not an image" },
+		{ &remap_host, "mirror.local/up/app@" D1, "example.com/up/app", false, "remapIdentity, by digest: nor here" },
 		{ &default_, "docker.io/library/busybox:latest", "busybox:latest", true, "normalised: busybox" },
 		{ &default_, "docker.io/library/busybox:latest", "busybox", false, "busybox without a tag" },
 		{ &default_, img_tag, "not a reference!", false, "garbage refused" },
@@ -404,6 +406,131 @@ static void test_sigstore_verify(void)
 	EVP_PKEY_free(other);
 }
 
+/* A key text as PEM: one block of a key (PUBLIC KEY, or with pkcs1 an
+ * RSA key as RSA PUBLIC KEY), appended to out. */
+static void pem_append(BIO *out, EVP_PKEY *key, bool pkcs1)
+{
+	if (!pkcs1) {
+		PEM_write_bio_PUBKEY(out, key);
+		return;
+	}
+	unsigned char *der = NULL;
+	int n = i2d_PublicKey(key, &der);
+	if (n > 0)
+		PEM_write_bio(out, "RSA PUBLIC KEY", "", der, n);
+	OPENSSL_free(der);
+}
+
+/* keys_new on a PEM text (keyData): its result, the keys and the error. */
+static int keys_from(BIO *text, struct mlfs_sigstore_keys **k, struct mlfs_err *err)
+{
+	char *pem = NULL;
+	long len = BIO_get_mem_data(text, &pem);
+	struct mlfs_policy_blob data = { .data = (unsigned char *)pem, .len = (size_t)len };
+	struct mlfs_policy_keys keys = { .kind = MLFS_KEYS_DATA, .n = 1, .datas = &data };
+	*k = NULL;
+	memset(err, 0, sizeof *err);
+	return mlfs_sigstore_keys_new(&keys, k, err);
+}
+
+static bool verifies(struct mlfs_sigstore_keys *k, EVP_PKEY *signer)
+{
+	static const char payload[] = "{\"critical\":{}}";
+	unsigned char sig[1024];
+	size_t sig_len = sizeof sig;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	const EVP_MD *md = EVP_PKEY_base_id(signer) == EVP_PKEY_ED25519 ? NULL : EVP_sha256();
+	bool ok = ctx && EVP_DigestSignInit(ctx, NULL, md, NULL, signer) == 1 &&
+		  EVP_DigestSign(ctx, sig, &sig_len, (const unsigned char *)payload, strlen(payload)) == 1;
+	EVP_MD_CTX_free(ctx);
+	char b64[1500], who[80], why[256];
+	EVP_EncodeBlock((unsigned char *)b64, sig, (int)sig_len);
+	return ok && mlfs_sigstore_verify(k, payload, strlen(payload), b64, who, sizeof who, why, sizeof why) == 0;
+}
+
+/* A key text is one key, read as containers/image reads it (the first PEM
+ * block; PUBLIC KEY or RSA PUBLIC KEY; the key kinds Go reads), checked
+ * against tests/reference/cimage-verify by test_sigstore.py. */
+static void test_sigstore_keys(void)
+{
+	EVP_PKEY *p256 = EVP_EC_gen("P-256"), *p384 = EVP_EC_gen("P-384"), *k1 = EVP_EC_gen("secp256k1");
+	EVP_PKEY *rsa = EVP_RSA_gen(1024), *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	EVP_PKEY *x25519 = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+	if (!p256 || !p384 || !k1 || !rsa || !ed || !x25519) {
+		tap_ok(false, "making keys");
+		return;
+	}
+	struct mlfs_sigstore_keys *k;
+	struct mlfs_err err;
+	struct {
+		const char *what;
+		EVP_PKEY *key;
+		bool pkcs1;
+	} good[] = {
+		{ "P-256", p256, false }, { "P-384", p384, false }, { "RSA (PUBLIC KEY)", rsa, false },
+		{ "RSA (RSA PUBLIC KEY)", rsa, true }, { "Ed25519", ed, false },
+	};
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+		BIO *b = BIO_new(BIO_s_mem());
+		pem_append(b, good[i].key, good[i].pkcs1);
+		tap_ok(keys_from(b, &k, &err) == 0, "%s: read (%s)", good[i].what, err.msg);
+		tap_ok(k && verifies(k, good[i].key), "%s: its signature verifies", good[i].what);
+		mlfs_sigstore_keys_free(k);
+		BIO_free(b);
+	}
+
+	/* Two keys in one text: the first is the key, the second nothing. */
+	BIO *two = BIO_new(BIO_s_mem());
+	pem_append(two, p384, false);
+	pem_append(two, p256, false);
+	tap_is_int(keys_from(two, &k, &err), 0, "two PEM keys in one text: read");
+	tap_ok(k && verifies(k, p384) && !verifies(k, p256), "only the first is a key of the policy");
+	mlfs_sigstore_keys_free(k);
+	BIO_free(two);
+
+	/* Refused when read, as Go refuses to parse them (or to verify with them). */
+	struct {
+		const char *what;
+		EVP_PKEY *key;
+		const char *says;
+	} bad[] = {
+		{ "secp256k1", k1, "is an ECDSA key on secp256k1" },
+		{ "X25519", x25519, "is not an ECDSA, RSA or Ed25519 key" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		BIO *b = BIO_new(BIO_s_mem());
+		pem_append(b, bad[i].key, false);
+		tap_ok(keys_from(b, &k, &err) == -EINVAL && !k && strstr(err.msg, bad[i].says), "%s refused (%s)",
+		       bad[i].what, err.msg);
+		BIO_free(b);
+	}
+	BIO *cert_first = BIO_new(BIO_s_mem());
+	PEM_write_bio(cert_first, "CERTIFICATE", "", (const unsigned char *)"\x30\x00", 2);
+	pem_append(cert_first, p256, false);
+	tap_ok(keys_from(cert_first, &k, &err) == -EINVAL && strstr(err.msg, "\"CERTIFICATE\" block first"),
+	       "another block first: no key (%s)", err.msg);
+	BIO_free(cert_first);
+	BIO *trailing = BIO_new(BIO_s_mem());
+	unsigned char *der = NULL;
+	int n = i2d_PUBKEY(p256, &der);
+	unsigned char longer[512];
+	if (n > 0 && n < (int)sizeof longer - 1) {
+		memcpy(longer, der, (size_t)n);
+		longer[n] = 0;
+		PEM_write_bio(trailing, "PUBLIC KEY", "", longer, n + 1);
+	}
+	OPENSSL_free(der);
+	tap_ok(keys_from(trailing, &k, &err) == -EINVAL && strstr(err.msg, "does not parse"),
+	       "a byte after the key: refused (%s)", err.msg);
+	BIO_free(trailing);
+	EVP_PKEY_free(p256);
+	EVP_PKEY_free(p384);
+	EVP_PKEY_free(k1);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(ed);
+	EVP_PKEY_free(x25519);
+}
+
 /* ---- signatures kept for offline use ------------------------------------- */
 
 static size_t files_in(const char *dir)
@@ -577,6 +704,7 @@ int main(void)
 	test_payload();
 	test_sig_manifest();
 	test_sigstore_verify();
+	test_sigstore_keys();
 	test_identity();
 	test_registries_d();
 	test_lookaside();
