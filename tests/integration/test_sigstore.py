@@ -573,6 +573,39 @@ def test_offline_kept_attachments(mlfs, mlfs_env, mounter, cosigned, demo, tmp_p
     assert kept_signatures(mlfs_env) == []
 
 
+def test_offline_after_the_key_changed(mlfs, mlfs_env, cosigned, cimage_verify_bin, demo, tmp_path):
+    """A .sig with two signatures, by the old key and by the new one.  Online
+    under the old key's policy the first verifies, and both are kept (the
+    second only fetched), so offline under the new key's policy accepts as
+    containers/image does online."""
+    repo = "cosign-rotated"
+    copy_image(demo.registry, "demo:latest", demo.registry, repo + ":latest")
+    name = "%s/%s" % (cosigned.host, repo)
+    new = ec.generate_private_key(ec.SECP256R1())
+    new_pub = os.path.join(str(tmp_path), "new.pub")
+    with open(new_pub, "wb") as f:
+        f.write(new.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    for digest in digests_of(demo.client, repo):
+        p = cosign_payload(name, digest)
+        attach(demo.client, repo, digest, [(p, sign(cosigned.key, p), SIMPLESIGNING), (p, sign(new, p), SIMPLESIGNING)])
+    ref = name + ":latest"
+    old_policy = write_policy(str(tmp_path), "old", {cosigned.host: [sigstore_req(cosigned.pub)]})
+    new_policy = write_policy(str(tmp_path), "new", {cosigned.host: [sigstore_req(new_pub)]})
+    for policy in (old_policy, new_policy):
+        ref_v = cimage_verify.verdicts(cimage_verify_bin, policy, cosigned.regd, ref)
+        assert ref_v.rc == 0, dict(ref_v)
+    assert_ok(mlfs("pull", "--policy", old_policy, "--registries.d", cosigned.regd, ref))
+    kept = kept_signatures(mlfs_env)
+    assert len(kept) == 1, kept
+    with open(os.path.join(mlfs_env["MLFS_CACHE"], "sigs", "sha256", kept[0])) as f:
+        assert len(json.load(f)["signatures"]) == 2
+    before = len(demo.registry.requests())
+    assert_ok(mlfs("inspect", "--offline", "--policy", new_policy, "--registries.d", cosigned.regd, ref))
+    assert_ok(mlfs("inspect", "--offline", "--policy", old_policy, "--registries.d", cosigned.regd, ref))
+    assert len(demo.registry.requests()) == before, demo.registry.requests()[before:]
+
+
 def test_fulcio_not_supported(mlfs, cosigned, tmp_path):
     ref = "%s/cosigned:latest" % cosigned.host
     policy = write_policy(str(tmp_path), "p", {cosigned.host: [
