@@ -3,7 +3,7 @@
 # ends with one line "N passed, N failed, N skipped".
 #   build/       -Werror build: unit tests, then the integration tests on it
 #   build-asan/  ASan+UBSan build: unit tests
-#   build-fuzz/  clang libFuzzer targets, each run for $MLFS_FUZZ_SECONDS (default 20: 12 targets; longer runs are recorded in tests/fuzz/README.md)
+#   build-fuzz/  clang libFuzzer targets, each run for $MLFS_FUZZ_SECONDS (default 15: 13 targets; longer runs are recorded in tests/fuzz/README.md)
 #   build-ARCH/  cross builds (contrib/cross.sh) for armhf, s390x, arm64: unit tests under qemu-user
 #   build-tsan/  ThreadSanitizer build: unit tests, then the integration tests
 #                of concurrent readers during a load (about a minute and a half)
@@ -50,7 +50,7 @@ if meson_build_and_test build-asan -Db_sanitize=address,undefined -Db_lundef=fal
 fi
 
 if CC=clang meson_build_and_test build-fuzz -Dfuzz=true; then
-  secs=${MLFS_FUZZ_SECONDS:-20}
+  secs=${MLFS_FUZZ_SECONDS:-15}
   for fuzzer in build-fuzz/tests/fuzz/fuzz-*; do
     [ -f "$fuzzer" ] && [ -x "$fuzzer" ] || continue
     name=$(basename "$fuzzer")
