@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 
 import pytest
 

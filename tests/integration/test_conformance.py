@@ -17,7 +17,6 @@ the mount and `mlfs export` must show what the runtimes extract.
 
 import errno
 import gzip
-import io
 import json
 import os
 import stat

@@ -21,7 +21,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import socket
 import ssl
 import tarfile
@@ -34,7 +33,7 @@ from conftest import auth_json
 from connectproxy import ConnectProxy
 from faultproxy import FaultProxy
 from helpers import assert_mlfs_error, assert_ok, unshare_wrap
-from registry import Registry, RegistryClient, free_port
+from registry import Registry, RegistryClient
 
 MT_V2S2 = "application/vnd.docker.distribution.manifest.v2+json"
 MT_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"

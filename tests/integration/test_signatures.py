@@ -23,7 +23,6 @@ platform's manifest only; mlfs also accepts a signature over the index,
 which no case here has alone.)
 """
 
-import functools
 import http.server
 import hashlib
 import json
@@ -37,7 +36,6 @@ import pytest
 
 from helpers import assert_ok
 from mounts import is_mounted
-from registry import skopeo
 
 SIGNER = "mlfs test signer <signer@example.invalid>"
 OTHER = "mlfs other signer <other@example.invalid>"

@@ -67,7 +67,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 import cimage_verify
 from helpers import assert_ok
 from mounts import is_mounted
-from registry import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_MANIFEST, copy_image, sha256_digest
+from registry import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_MANIFEST, copy_image
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
