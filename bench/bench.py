@@ -657,7 +657,8 @@ FIGURES = [
     ("skopeo.bytes.copy", "B", "skopeo copy"),
     ("pull.bytes", "B", "curl | bsdtar full pull"),
     ("6. Daemon memory and cache disk use", None, None),
-    ("mlfs.rss.idle", "B", "mlfs daemon VmHWM right after mount (nothing loaded)"),
+    ("mlfs.rss.idle", "B", "mlfs daemon VmHWM right after mount (gzip/zstd: nothing loaded; seekable: the TOCs, "
+                            "which the mountpoint's stat waits for)"),
     ("mlfs.rss.hwm", "B", "mlfs daemon VmHWM after whole-tree read, find (before unmount)"),
     ("mlfs.rss.now", "B", "mlfs daemon VmRSS at the same point"),
     ("mlfs.rss.remount", "B", "mlfs daemon VmHWM after a cached remount + first byte (indexes loaded, nothing decompressed)"),

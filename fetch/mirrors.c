@@ -13,6 +13,7 @@
  * the list; registry.c walks it per request. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/readfile.h"
 #include "fetch/internal.h"
 
 #define MAX_CONFIG_BYTES (1u << 20)
@@ -85,21 +87,16 @@ int mlfs_endpoints_add(struct mlfs_endpoints *e, const char *domain, const char 
 /* A whole small file; -ENOENT quietly when it is not there. */
 static int read_file(const char *path, char **buf, size_t *len, struct mlfs_err *err)
 {
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return errno == ENOENT || errno == ENOTDIR ? -ENOENT
 							   : mlfs_err_set(err, errno, "cannot read %s: %s", path, strerror(errno));
-	*buf = malloc(MAX_CONFIG_BYTES + 1);
-	if (!*buf)
+	int r = mlfs_read_whole(fd, MAX_CONFIG_BYTES, buf, len);
+	if (r == -ENOMEM)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	*len = fread(*buf, 1, MAX_CONFIG_BYTES + 1, f);
-	if (ferror(f) || *len > MAX_CONFIG_BYTES) {
-		free(*buf);
-		*buf = NULL;
+	if (r < 0)
 		return mlfs_err_set(err, EFBIG, "cannot read %s: unreadable or larger than %u bytes", path,
 				    MAX_CONFIG_BYTES);
-	}
-	(*buf)[*len] = '\0';
 	return 0;
 }
 

@@ -20,6 +20,7 @@
  * run; a mount helper that stopped working on hosts without the file
  * would be worse). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include <sys/stat.h>
 
 #include "common/cleanup.h"
+#include "common/readfile.h"
 #include "fetch/internal.h"
 
 #define POLICY_MAX (4u << 20) /* keys inline as keyData make a policy a few KiB each */
@@ -190,17 +192,18 @@ int mlfs_policy_parse(const void *buf, size_t len, const char *name, struct mlfs
 int mlfs_policy_load(const char *path, struct mlfs_policy **out, struct mlfs_err *err)
 {
 	*out = NULL;
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return mlfs_err_set(err, errno, "cannot read the policy %s: %s (give another with --policy or "
 				    "-o policy=, or skip it with --insecure-policy)", path, strerror(errno));
-	_cleanup_free_ char *buf = malloc(POLICY_MAX + 1);
-	if (!buf)
+	_cleanup_free_ char *buf = NULL;
+	size_t n = 0;
+	int r = mlfs_read_whole(fd, POLICY_MAX, &buf, &n);
+	if (r == -ENOMEM)
 		return mlfs_err_set(err, ENOMEM, "reading the policy %s: out of memory", path);
-	size_t n = fread(buf, 1, POLICY_MAX + 1, f);
-	if (ferror(f))
-		return mlfs_err_set(err, EIO, "cannot read the policy %s: %s", path, strerror(errno));
-	if (n > POLICY_MAX)
+	if (r == -EFBIG)
 		return mlfs_err_set(err, EFBIG, "the policy %s is larger than %u MiB", path, POLICY_MAX >> 20);
+	if (r < 0)
+		return mlfs_err_set(err, EIO, "cannot read the policy %s: %s", path, strerror(-r));
 	return mlfs_policy_parse(buf, n, path, out, err);
 }

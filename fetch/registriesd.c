@@ -24,6 +24,7 @@
  * levels the format has, so a file of nested aliases costs nothing. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/readfile.h"
 #include "fetch/internal.h"
 
 const char *mlfs_yaml_version(void)
@@ -312,17 +314,18 @@ int mlfs_registries_d_parse(struct mlfs_registries_d *c, const void *buf, size_t
 
 static int load_file(struct mlfs_registries_d *c, const char *path, struct mlfs_err *err)
 {
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return mlfs_err_set(err, errno, "cannot read %s: %s", path, strerror(errno));
-	_cleanup_free_ char *buf = malloc(REGD_FILE_MAX + 1);
-	if (!buf)
+	_cleanup_free_ char *buf = NULL;
+	size_t n = 0;
+	int r = mlfs_read_whole(fd, REGD_FILE_MAX, &buf, &n);
+	if (r == -ENOMEM)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	size_t n = fread(buf, 1, REGD_FILE_MAX + 1, f);
-	if (ferror(f))
-		return mlfs_err_set(err, EIO, "cannot read %s: %s", path, strerror(errno));
-	if (n > REGD_FILE_MAX)
+	if (r == -EFBIG)
 		return mlfs_err_set(err, EFBIG, "%s is larger than %u MiB", path, REGD_FILE_MAX >> 20);
+	if (r < 0)
+		return mlfs_err_set(err, EIO, "cannot read %s: %s", path, strerror(-r));
 	return mlfs_registries_d_parse(c, buf, n, path, err);
 }
 

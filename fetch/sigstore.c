@@ -15,6 +15,7 @@
  * (a key on another curve, secp256k1 say, verifies nothing there, so
  * here neither).  A signature is good when any of the keys verifies it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include <openssl/x509.h>
 
 #include "common/cleanup.h"
+#include "common/readfile.h"
 #include "fetch/internal.h"
 
 #define KEY_FILE_MAX (1u << 20)
@@ -123,18 +125,15 @@ static int add_pem(struct mlfs_sigstore_keys *k, const void *buf, size_t len, co
 
 int mlfs_key_file_read(const char *path, size_t max, char **buf, size_t *len, struct mlfs_err *err)
 {
-	/* stdio, not a stat()ed size: a key path may be a pipe (<(...)). */
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
+	/* Read to the end, not a stat()ed size: a key path may be a pipe (<(...)). */
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return mlfs_err_set(err, errno, "cannot read the key %s: %s", path, strerror(errno));
-	_cleanup_free_ char *b = malloc(max + 1);
-	if (!b)
+	int r = mlfs_read_whole(fd, max, buf, len);
+	if (r == -ENOMEM)
 		return mlfs_err_set(err, ENOMEM, "out of memory");
-	size_t n = fread(b, 1, max + 1, f);
-	if (ferror(f) || n > max)
+	if (r < 0)
 		return mlfs_err_set(err, EIO, "cannot read the key %s (larger than %zu MiB?)", path, max >> 20);
-	*buf = steal_pointer(&b);
-	*len = n;
 	return 0;
 }
 

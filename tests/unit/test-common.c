@@ -1,5 +1,6 @@
-/* common/: digests and one-line error messages. */
+/* common/: digests, one-line error messages, whole small files. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "common/digest.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/readfile.h"
 #include "tap.h"
 
 /* The one sanitiser, as every message and log line uses it: C0, DEL and
@@ -50,6 +52,63 @@ static void test_untrusted_text(void)
 		   "log: one escaped line");
 }
 
+/* A file of n bytes ('a' + i % 26), unlinked: its fd, at offset 0. */
+static int file_of(size_t n)
+{
+	char path[] = "/tmp/mlfs-test-read-XXXXXX";
+	int fd = mkstemp(path);
+	unlink(path);
+	for (size_t i = 0; i < n; i++) {
+		char c = (char)('a' + i % 26);
+		if (write(fd, &c, 1) != 1)
+			return -1;
+	}
+	lseek(fd, 0, SEEK_SET);
+	return fd;
+}
+
+/* Whole small files: up to max bytes, a NUL after them, and a buffer the
+ * size of the file, never of max (why: common/readfile.c). */
+static void test_read_whole(void)
+{
+	char *buf = NULL;
+	size_t len = 99;
+	int fd = file_of(0);
+	tap_is_int(mlfs_read_whole(fd, 100, &buf, &len), 0, "read_whole: empty file");
+	tap_ok(buf && len == 0 && buf[0] == '\0', "read_whole: empty, NUL-terminated");
+	free(buf);
+	close(fd);
+
+	fd = file_of(10000);
+	tap_is_int(mlfs_read_whole(fd, 10000, &buf, &len), 0, "read_whole: exactly max bytes");
+	tap_ok(buf && len == 10000 && buf[9999] == (char)('a' + 9999 % 26) && buf[10000] == '\0',
+	       "read_whole: every byte, then a NUL");
+	free(buf);
+	lseek(fd, 0, SEEK_SET);
+	tap_is_int(mlfs_read_whole(fd, 9999, &buf, &len), -EFBIG, "read_whole: one byte over max");
+	tap_ok(buf == NULL, "read_whole: nothing handed out on failure");
+	close(fd);
+
+	fd = file_of(100);
+	tap_is_int(mlfs_read_whole(fd, 4u << 20, &buf, &len), 0, "read_whole: 100 bytes, max 4 MiB");
+	tap_ok(buf && malloc_usable_size(buf) < 64 << 10, "read_whole: the buffer fits the file, not max (%zu bytes)",
+	       buf ? malloc_usable_size(buf) : 0);
+	free(buf);
+	close(fd);
+
+	int p[2];
+	if (pipe(p) < 0)
+		return;
+	char chunk[5000];
+	memset(chunk, 'x', sizeof chunk);
+	tap_ok(write(p[1], chunk, sizeof chunk) == (ssize_t)sizeof chunk, "read_whole: pipe written");
+	close(p[1]);
+	tap_is_int(mlfs_read_whole(p[0], 1 << 20, &buf, &len), 0, "read_whole: a pipe, to its end");
+	tap_ok(len == sizeof chunk && !memcmp(buf, chunk, len), "read_whole: the pipe's bytes");
+	free(buf);
+	close(p[0]);
+}
+
 int main(void)
 {
 	char d[MLFS_DIGEST_MAX];
@@ -74,5 +133,6 @@ int main(void)
 	tap_ok(!strchr(err.msg, '\n') && !strncmp(err.msg, "ctx\\x0a1: near", 14), "wrap keeps one line: %s",
 	       err.msg);
 	test_untrusted_text();
+	test_read_whole();
 	return tap_done();
 }
