@@ -483,13 +483,18 @@ static int load_file(const char *path, json_t **out, struct mlfs_err *err)
 		return mlfs_err_set(err, EINVAL, "credentials file %s: larger than %u bytes", path,
 				    CREDS_FILE_MAX);
 
-	_cleanup_free_ char *buf = malloc(CREDS_FILE_MAX + 1);
+	/* The file's size, not the maximum: a 1 MiB buffer would be mmap'd and,
+	 * freed, raise glibc's mmap threshold for the whole process (see
+	 * common/readfile.c, which is not used here: its growing buffer would
+	 * leave copies of the secrets that explicit_bzero does not reach). */
+	size_t cap = (size_t)st.st_size + 1;
+	_cleanup_free_ char *buf = malloc(cap + 1);
 	if (!buf)
 		return -ENOMEM;
 	size_t len = 0;
 	int r = 0;
 	for (;;) {
-		ssize_t got = read(fd, buf + len, CREDS_FILE_MAX + 1 - len);
+		ssize_t got = read(fd, buf + len, cap - len);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
@@ -499,9 +504,8 @@ static int load_file(const char *path, json_t **out, struct mlfs_err *err)
 		if (got == 0)
 			break;
 		len += (size_t)got;
-		if (len > CREDS_FILE_MAX) {
-			r = mlfs_err_set(err, EINVAL, "credentials file %s: larger than %u bytes",
-					 path, CREDS_FILE_MAX);
+		if (len == cap) {
+			r = mlfs_err_set(err, EINVAL, "credentials file %s: it grew while it was read; try again", path);
 			break;
 		}
 	}
