@@ -133,6 +133,7 @@ int mlfs_epclient_init(struct mlfs_epclient *ep, const struct mlfs_endpoint *spe
 		.client_key = key,
 		.home_host = ep->api_host,
 		.any_destination = ep->insecure,
+		.headers = spec->headers,
 	};
 	int r = mlfs_http_new(&hopts, &ep->http);
 	if (r == 0)

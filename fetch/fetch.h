@@ -199,6 +199,7 @@ struct mlfs_endpoint {
 	bool mirror;      /* false for the upstream, always the last */
 	enum mlfs_pull_from pull;
 	char *ca_file;    /* an extra CA (hosts.toml "ca"), or NULL */
+	char *headers;    /* "Name: value" lines to send it (hosts.toml [host."URL".header]), or NULL */
 };
 
 /* Mirrors in order, the upstream last (n >= 1 once built). */

@@ -12,7 +12,8 @@
  * proxy-cache projects, "https://harbor.example/v2/hub-proxy", serve
  * library/alpine as hub-proxy/library/alpine — by putting the part after
  * /v2 in front of the repository; any other root is skipped with a
- * warning.  Other keys (header, client) are ignored. */
+ * warning.  `header` adds HTTP headers to every request to that host
+ * (never to its token server).  Other keys (client) are ignored. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,59 @@ static int host_repo(const char *name, int line, const char *url, const char *pa
 	log_warn(MLFS_AREA_FETCH, "%s:%d: host \"%s\": its API root %.*s%s is not supported (only /v2, and /v2/PREFIX "
 		 "with override_path = true), skipped", name, line, SHOW(url), (int)n, path, override ? "" : "/v2");
 	return 1;
+}
+
+static bool header_name_ok(const char *s)
+{
+	/* RFC 9110's token */
+	return *s && s[strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")] == '\0';
+}
+
+/* [host."URL".header]: name = "value" or ["value", ...], as lines
+ * "Name: value" (*out malloc'd, NULL when none).  A value may not hold a
+ * line break: it would start another header. */
+static int headers_of(const char *name, const struct mlfs_toml *h, char **out, struct mlfs_err *err)
+{
+	*out = NULL;
+	const struct mlfs_toml *t = mlfs_toml_get(h, "header");
+	if (!t)
+		return 0;
+	if (t->kind != MLFS_TOML_TABLE)
+		return mlfs_err_set(err, EINVAL, "%s:%d: \"header\" must be a table of names", name, t->line);
+	size_t len = 0, cap = 0;
+	char *buf = NULL;
+	for (size_t i = 0; i < t->n; i++) {
+		const struct mlfs_toml *v = t->v[i];
+		size_t n = v->kind == MLFS_TOML_ARRAY ? v->n : 1;
+		if (!header_name_ok(v->key)) {
+			free(buf);
+			return mlfs_err_set(err, EINVAL, "%s:%d: \"%s\" is not a header name", name, v->line, SHOW(v->key));
+		}
+		for (size_t j = 0; j < n; j++) {
+			const struct mlfs_toml *s = v->kind == MLFS_TOML_ARRAY ? v->v[j] : v;
+			if (s->kind != MLFS_TOML_STRING || strpbrk(s->str, "\r\n")) {
+				free(buf);
+				return mlfs_err_set(err, EINVAL, "%s:%d: header \"%s\" must be a string or a list of "
+						    "strings, each on one line", name, s->line, SHOW(v->key));
+			}
+			size_t add = strlen(v->key) + 2 + strlen(s->str) + 1;
+			if (len + add > 8192) {
+				free(buf);
+				return mlfs_err_set(err, EINVAL, "%s:%d: more than 8 KiB of headers", name, t->line);
+			}
+			if (len + add + 1 > cap) {
+				char *nb = realloc(buf, cap = (len + add + 1) * 2);
+				if (!nb) {
+					free(buf);
+					return mlfs_err_set(err, ENOMEM, "out of memory");
+				}
+				buf = nb;
+			}
+			len += (size_t)sprintf(buf + len, "%s: %s\n", v->key, s->str);
+		}
+	}
+	*out = buf;
+	return 0;
 }
 
 static int caps_of(const char *name, const struct mlfs_toml *h, bool *pull, bool *resolve, struct mlfs_err *err)
@@ -145,8 +199,17 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 			r = 0;
 			continue;
 		}
+		char *headers = NULL;
+		if ((r = headers_of(name, h, &headers, err)) < 0) {
+			free(repo);
+			break;
+		}
 		r = mlfs_endpoints_add(out, host, repo, plain || skip_verify, true, mode, ca_file);
 		free(repo);
+		if (r == 0)
+			out->v[out->n - 1].headers = headers;
+		else
+			free(headers);
 		if (r == -EINVAL)
 			r = mlfs_err_set(err, EINVAL, "%s:%d: host \"%s\" is not an http(s) URL", name, h->line,
 					 SHOW(h->key));
@@ -167,6 +230,8 @@ int mlfs_hostsconf_parse(const void *buf, size_t len, const char *name, const st
 						 NULL)) < 0)
 			r = mlfs_err_set(err, -r, r == -EINVAL ? "%s: \"server\" is not an http(s) URL of a host"
 							     : "%s: out of memory", name);
+		else
+			r = headers_of(name, root, &out->v[out->n - 1].headers, err); /* the top-level [header] */
 	}
 	mlfs_toml_free(root);
 	return r;

@@ -105,6 +105,8 @@ int mlfs_http_new(const struct mlfs_http_opts *opts, struct mlfs_http **out)
 		h->opts.client_cert = strdup(opts->client_cert);
 	if (opts->client_key)
 		h->opts.client_key = strdup(opts->client_key);
+	if (opts->headers)
+		h->opts.headers = strdup(opts->headers);
 	h->opts.home_host = NULL;
 	h->home_class = -1;
 	if (opts->home_host) {
@@ -129,6 +131,7 @@ void mlfs_http_free(struct mlfs_http *h)
 	pthread_mutex_destroy(&h->lock);
 	free((char *)h->opts.client_cert);
 	free((char *)h->opts.client_key);
+	free((char *)h->opts.headers);
 	if (h->extra_cas)
 		sk_X509_pop_free(h->extra_cas, X509_free);
 	free(h->home);
@@ -582,6 +585,17 @@ static CURLcode perform_hop(struct mlfs_http *h, CURL *c, struct xfer *x, const 
 		headers = add_header(headers, "Accept", x->req->accept);
 	if (same_origin && x->req->authorization)
 		headers = add_header(headers, "Authorization", x->req->authorization);
+	/* The host's own headers: to it alone, never to a token server or
+	 * where a blob is redirected. */
+	for (const char *l = h->opts.headers; same_origin && l && *l;) {
+		size_t n = strcspn(l, "\n");
+		char *line = strndup(l, n);
+		struct curl_slist *more = line ? curl_slist_append(headers, line) : NULL;
+		free(line);
+		if (more)
+			headers = more;
+		l += n + (l[n] == '\n');
+	}
 	if (x->req->range_len > 0) {
 		snprintf(range, sizeof range, "bytes=%lld-%lld", (long long)x->want_from,
 			 (long long)(x->req->range_start + x->req->range_len - 1));

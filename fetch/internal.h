@@ -24,6 +24,8 @@ struct mlfs_http_opts {
 	const char *client_key;
 	const char *home_host;    /* the registry's "host[:port]": reached whatever its address */
 	bool any_destination;     /* insecure: no address rule for other hosts (netpolicy.c) */
+	const char *headers;      /* "Name: value" lines (hosts.toml [host.header]) sent to home_host
+				     only, or NULL */
 };
 
 struct mlfs_http;

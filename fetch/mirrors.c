@@ -35,6 +35,7 @@ void mlfs_endpoints_clear(struct mlfs_endpoints *e)
 		free(e->v[i].host);
 		free(e->v[i].repo);
 		free(e->v[i].ca_file);
+		free(e->v[i].headers);
 	}
 	free(e->v);
 	free(e->source);

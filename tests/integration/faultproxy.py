@@ -24,7 +24,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _record(self):
         self.server.owner.seen.append(
-            {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
+            # A header sent more than once is recorded as HTTP folds it: the values joined by ", "
+            {"method": self.command, "path": self.path,
+             "headers": {k.lower(): ", ".join(self.headers.get_all(k)) for k in set(self.headers.keys())}})
 
     def do_HEAD(self):
         self.do_GET()

@@ -269,6 +269,26 @@ def test_dead_mirror_and_hosts_toml(mlfs, fleet, tmp_path):
     assert time.monotonic() - t0 < 20
 
 
+def test_hosts_toml_headers(mlfs, fleet, front, want_tree, tmp_path):
+    """A host's [host."URL".header] goes with every request to that host,
+    each value of a list as its own header (http.c sends them to that
+    origin only, never to a token server or a redirect's target)."""
+    root = tmp_path / "root"
+    d = root / "etc" / "containerd" / "certs.d" / fleet.upstream.host
+    d.mkdir(parents=True)
+    (d / "hosts.toml").write_text('server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n'
+                                  '  [host."http://%s".header]\n    x-mirror-key = "k1"\n    x-team = ["a", "b"]\n'
+                                  % (fleet.upstream.host, front.host, front.host))
+    env = conf(tmp_path, [], fleet.upstream)
+    os.remove(os.path.join(env["MLFS_CONFIG_ROOT"], "etc", "containers", "registries.conf"))
+    r, out = export(mlfs, tmp_path, "%s/%s:latest" % (fleet.upstream.host, REPO), env, "h.tar")
+    assert r.rc == 0, describe(r)
+    assert read_tree(out) == want_tree
+    asked = front.requests("^/v2/")
+    assert asked and all(q["headers"].get("x-mirror-key") == "k1" for q in asked), asked
+    assert all(q["headers"].get("x-team") == "a, b" for q in asked), [q["headers"] for q in asked]
+
+
 def test_location_rewrite_as_skopeo_reads_it(mlfs, fleet, front, tmp_path):
     """A prefix of a name that exists nowhere, rewritten by `location` to the
     upstream, with the mirror rewritten the same way: mlfs and skopeo (which

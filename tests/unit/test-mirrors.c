@@ -35,7 +35,7 @@ static void drop(const char *rel)
 	unlink(path);
 }
 
-/* "mirror host/repo [i] [d|t]; ...; upstream host/repo" */
+/* "mirror host/repo [i] [d|t] [{Name: value|...}]; ...; upstream host/repo" */
 static void describe(const struct mlfs_endpoints *e, char *buf, size_t len)
 {
 	buf[0] = '\0';
@@ -45,6 +45,13 @@ static void describe(const struct mlfs_endpoints *e, char *buf, size_t len)
 		snprintf(buf + at, len - at, "%s%s %s/%s%s%s", i ? "; " : "", p->mirror ? "mirror" : "upstream", p->host,
 			 p->repo, p->insecure ? " i" : "",
 			 p->pull == MLFS_PULL_DIGEST_ONLY ? " d" : p->pull == MLFS_PULL_TAG_ONLY ? " t" : "");
+		if (p->headers) {
+			at = strlen(buf);
+			snprintf(buf + at, len - at, " {%.*s}", (int)strlen(p->headers) - 1, p->headers);
+			for (char *c = buf + at; *c; c++)
+				if (*c == '\n')
+					*c = '|';
+		}
 	}
 }
 
@@ -316,6 +323,27 @@ static void test_hosts_and_daemon(void)
 	       "mirror root.example/demo; mirror noverify.example/demo i; upstream 127.0.0.1:5000/demo i",
 	       "hosts.toml: hosts in order (pull only: digests; push only skipped; override_path under /v2 as a "
 	       "repository prefix, other API roots skipped), then server");
+	put("etc/containerd/certs.d/hdr.example/hosts.toml",
+	    "server = \"https://hdr.example\"\n[header]\n  x-upstream = \"u\"\n"
+	    "[host.\"https://m.example\"]\n  [host.\"https://m.example\".header]\n"
+	    "    X-Custom = \"one\"\n    x-list = [\"a\", \"b c\"]\n");
+	expect("hdr.example/app", NULL, "mirror m.example/app {X-Custom: one|x-list: a|x-list: b c}; "
+	       "upstream hdr.example/app {x-upstream: u}", "hosts.toml headers: per host and the top-level server's");
+	static const struct { const char *text, *msg; } bad_headers[] = {
+		{ "[host.\"https://m.example\".header]\n  \"x y\" = \"1\"\n", "hosts.toml:2: \"x y\" is not a header name" },
+		{ "[host.\"https://m.example\".header]\n  x = \"1\\r\\nInjected: yes\"\n",
+		  "hosts.toml:2: header \"x\" must be a string or a list of strings, each on one line" },
+		{ "[host.\"https://m.example\".header]\n  x = [1]\n",
+		  "hosts.toml:2: header \"x\" must be a string or a list of strings, each on one line" },
+		{ "[host.\"https://m.example\"]\n  header = 1\n", "hosts.toml:2: \"header\" must be a table of names" },
+	};
+	for (size_t i = 0; i < sizeof bad_headers / sizeof bad_headers[0]; i++) {
+		char want[512];
+		put("etc/containerd/certs.d/hdr.example/hosts.toml", bad_headers[i].text);
+		snprintf(want, sizeof want, "/tmp/ROOT/etc/containerd/certs.d/hdr.example/%s", bad_headers[i].msg);
+		expect_error("hdr.example/app", NULL, EINVAL, want, bad_headers[i].msg);
+	}
+	drop("etc/containerd/certs.d/hdr.example/hosts.toml");
 	put("etc/containerd/certs.d/docker.io/hosts.toml", "[host.\"https://hub-mirror.example\"]\n");
 	expect("alpine", NULL, "mirror hub-mirror.example/library/alpine; upstream registry-1.docker.io/library/alpine",
 	       "hosts.toml without server: the registry itself");
