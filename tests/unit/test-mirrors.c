@@ -11,28 +11,19 @@
 
 #include "common/dirs.h"
 #include "fetch/internal.h"
+#include "conftree.h"
 #include "tap.h"
 
 static char root[64], home[128];
 
 static void put(const char *rel, const char *text)
 {
-	char path[512];
-	snprintf(path, sizeof path, "%s/%s", root, rel);
-	char dir[512];
-	snprintf(dir, sizeof dir, "%s", path);
-	*strrchr(dir, '/') = '\0';
-	mlfs_mkdir_p(dir, 0755);
-	FILE *f = fopen(path, "we");
-	fputs(text, f);
-	fclose(f);
+	conftree_put(root, rel, text);
 }
 
 static void drop(const char *rel)
 {
-	char path[512];
-	snprintf(path, sizeof path, "%s/%s", root, rel);
-	unlink(path);
+	conftree_drop(root, rel);
 }
 
 /* "mirror host/repo [i] [d|t] [{Name: value|...}]; ...; upstream host/repo" */
