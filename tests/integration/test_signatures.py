@@ -36,6 +36,7 @@ import pytest
 
 from helpers import assert_ok
 from mounts import is_mounted
+from trust import skopeo_copy, write_policy
 
 SIGNER = "mlfs test signer <signer@example.invalid>"
 OTHER = "mlfs other signer <other@example.invalid>"
@@ -150,21 +151,9 @@ def signed_by(key, identity=None):
     return req
 
 
-def write_policy(dirpath, name, scopes):
-    path = os.path.join(dirpath, name + ".json")
-    with open(path, "w") as f:
-        json.dump({"default": [{"type": "reject"}], "transports": {"docker": scopes}}, f, indent=1)
-    return path
-
-
 def skopeo_accepts(policy, regd, ref, tmp_path):
-    dest = os.path.join(str(tmp_path), "skopeo-oci")
-    shutil.rmtree(dest, ignore_errors=True)
-    # --remove-signatures: an oci: layout cannot store them; the policy is checked all the same
-    r = subprocess.run(["skopeo", "--policy", policy, "--registries.d", regd, "copy", "-q", "--remove-signatures",
-                        "--src-tls-verify=false", "docker://" + ref, "oci:" + dest + ":x"],
-                       capture_output=True, text=True, timeout=300)
-    return r.returncode == 0, r.stderr.strip()
+    rc, err = skopeo_copy(policy, regd, ref, tmp_path)
+    return rc == 0, err.strip()
 
 
 def assert_nothing_cached(mlfs, ref):

@@ -56,8 +56,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 
 import nacl.secret
 import pytest
@@ -68,6 +66,7 @@ import cimage_verify
 from helpers import assert_ok
 from mounts import is_mounted
 from registry import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_MANIFEST, copy_image
+from trust import skopeo_copy, write_policy
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -264,13 +263,6 @@ def cosigned(demo, cimage_verify_bin, tmp_path_factory):
     return c
 
 
-def write_policy(dirpath, name, scopes):
-    path = os.path.join(dirpath, name + ".json")
-    with open(path, "w") as f:
-        json.dump({"default": [{"type": "reject"}], "transports": {"docker": scopes}}, f, indent=1)
-    return path
-
-
 def sigstore_req(pub, identity=None, inline=False):
     req = {"type": "sigstoreSigned"}
     if inline:
@@ -280,16 +272,6 @@ def sigstore_req(pub, identity=None, inline=False):
         req["keyPath"] = pub
     req["signedIdentity"] = identity or {"type": "matchRepository"}
     return req
-
-
-def skopeo_copy(policy, regd, ref, tmp_path):
-    """skopeo copy of the host's platform with the policy: (rc, stderr)."""
-    dest = os.path.join(str(tmp_path), "skopeo-oci")
-    shutil.rmtree(dest, ignore_errors=True)
-    r = subprocess.run(["skopeo", "--policy", policy, "--registries.d", regd, "copy", "-q", "--remove-signatures",
-                        "--src-tls-verify=false", "docker://" + ref, "oci:" + dest + ":x"],
-                       capture_output=True, text=True, timeout=300)
-    return r.returncode, r.stderr
 
 
 def skopeo_signatures(policy, regd, ref, tmp_path):
