@@ -94,6 +94,15 @@ def mounter(mlfs_bin, mlfs_env, tmp_path):
     assert not leftovers, "could not unmount %r" % leftovers
 
 
+@pytest.fixture
+def proxy(demo):
+    """A FaultProxy in front of the demo registry (test_mount has its own, a StallProxy)."""
+    from faultproxy import FaultProxy
+    p = FaultProxy(("127.0.0.1", demo.registry.port))
+    yield p
+    p.close()
+
+
 # -- describing what is in a registry (the ground truth tests compare with) ---
 
 def platform_string(p):

@@ -10,19 +10,9 @@ life of the mount: every access answers EIO at once, with no download.
 import errno
 import time
 
-import pytest
-
 from conftest import Images
-from faultproxy import FaultProxy
 from helpers import wait_for
 from mounts import read_in_child
-
-
-@pytest.fixture
-def proxy(demo):
-    p = FaultProxy(("127.0.0.1", demo.registry.port))
-    yield p
-    p.close()
 
 
 def test_corrupt_layer_is_not_downloaded_again(mounter, broken, proxy):

@@ -8,18 +8,9 @@ the cache."""
 import os
 import time
 
-import pytest
-
 from conftest import Images
 from faultproxy import FaultProxy
 from helpers import assert_mlfs_error, assert_ok, cache_blob_path, sha256_file
-
-
-@pytest.fixture
-def proxy(demo):
-    p = FaultProxy(("127.0.0.1", demo.registry.port))
-    yield p
-    p.close()
 
 
 def amd64(demo):

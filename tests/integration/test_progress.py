@@ -19,7 +19,6 @@ import time
 import pytest
 
 from conftest import HOST_PLATFORM, Images
-from faultproxy import FaultProxy
 from helpers import MLFS_TIMEOUT, assert_mlfs_error, assert_ok, cache_blob_path
 
 pytestmark = pytest.mark.pull
@@ -105,13 +104,6 @@ def test_kept_blobs_are_not_counted_twice(loud, demo):
     r = loud("pull", "--keep-blobs", ref)
     assert r.rc == 0, r.stderr
     check_lines(r.stderr, layers, ref, "pulled", cold=True)
-
-
-@pytest.fixture
-def proxy(demo):
-    p = FaultProxy(("127.0.0.1", demo.registry.port))
-    yield p
-    p.close()
 
 
 def test_a_retried_download_is_counted_once(loud, demo, proxy):
